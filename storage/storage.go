@@ -1,0 +1,146 @@
+// Package storage defines the small interfaces PicoMDM keeps its state
+// behind, and the sentinel errors every backend returns. Each backend lives
+// in its own sub-package (file, inmem, mysql, pgsql) and passes the shared
+// conformance suite in storage/storagetest.
+//
+// Every replica of the server is stateless: whatever one replica writes
+// through these interfaces, every other replica reads.
+package storage
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"time"
+
+	"github.com/picomdm/picomdm/mdm"
+)
+
+// Sentinel errors backends wrap; callers branch on them with errors.Is.
+var (
+	// ErrNotFound says the thing asked for does not exist.
+	ErrNotFound = errors.New("storage: not found")
+	// ErrCommandExists says a command with that CommandUUID was already
+	// enqueued.
+	ErrCommandExists = errors.New("storage: command UUID already exists")
+)
+
+// CheckinStore stores the enrollment life cycle driven by check-in messages.
+type CheckinStore interface {
+	// StoreAuthenticate stores the device (identity certificate from
+	// r.Certificate, serial number, raw message) and resets it for a fresh
+	// enrollment, atomically: its bootstrap token is cleared, the pending
+	// queues of its device and user channels are cleared, and those
+	// enrollments are disabled until their next TokenUpdate.
+	StoreAuthenticate(r *mdm.Request, msg *mdm.Authenticate) error
+	// StoreTokenUpdate stores the channel's push token, push magic, topic
+	// and (if present) unlock token, creates or re-enables the enrollment,
+	// and increments its token-update tally (1 on the first).
+	StoreTokenUpdate(r *mdm.Request, msg *mdm.TokenUpdate) error
+	// StoreUserAuthenticate stores a UserAuthenticate message (both the
+	// first and the DigestResponse one).
+	StoreUserAuthenticate(r *mdm.Request, msg *mdm.UserAuthenticate) error
+	// Disable disables r's enrollment; for a device channel, its user
+	// channels too. Used for CheckOut.
+	Disable(r *mdm.Request) error
+}
+
+// TokenUpdateTallyStore reads the token-update tally of an enrollment.
+type TokenUpdateTallyStore interface {
+	// RetrieveTokenUpdateTally returns how many TokenUpdates enrollment id
+	// has sent since it was created; ErrNotFound for an unknown id.
+	RetrieveTokenUpdateTally(ctx context.Context, id string) (int, error)
+}
+
+// BootstrapTokenStore keeps a device's escrowed bootstrap token.
+type BootstrapTokenStore interface {
+	// StoreBootstrapToken stores the token of r's device channel.
+	StoreBootstrapToken(r *mdm.Request, msg *mdm.SetBootstrapToken) error
+	// RetrieveBootstrapToken returns the token of r's device channel, or
+	// nil (and no error) if none is stored.
+	RetrieveBootstrapToken(r *mdm.Request, msg *mdm.GetBootstrapToken) (*mdm.BootstrapToken, error)
+}
+
+// CommandQueueStore is the per-enrollment command queue a device drains.
+type CommandQueueStore interface {
+	// StoreCommandReport records a device's answer. Idle records nothing
+	// but the visit; NotNow keeps the command pending (counting the NotNow);
+	// any other Status is final and takes the command out of the pending
+	// set. A report for an unknown or already-final command is a no-op, not
+	// an error.
+	StoreCommandReport(r *mdm.Request, report *mdm.CommandResults) error
+	// RetrieveNextCommand returns the oldest pending command of r's
+	// enrollment (strict enqueue order), skipping NotNow'd ones when
+	// skipNotNow is set; nil (and no error) when there is none.
+	RetrieveNextCommand(r *mdm.Request, skipNotNow bool) (*mdm.Command, error)
+}
+
+// CommandEnqueuer queues commands for enrollments.
+type CommandEnqueuer interface {
+	// EnqueueCommand stores cmd once and queues it for every id, as one
+	// storage operation. It fails with ErrCommandExists if the CommandUUID
+	// is already known. Ids that name no known enrollment are not queued
+	// and come back in the map with an error wrapping ErrNotFound.
+	EnqueueCommand(ctx context.Context, ids []string, cmd *mdm.Command) (map[string]error, error)
+}
+
+// PushStore reads what APNs needs to wake enrollments.
+type PushStore interface {
+	// RetrievePushInfo returns the push info of every enabled enrollment
+	// among ids, in one storage operation; ids that are unknown, disabled
+	// or have no push token are absent from the map.
+	RetrievePushInfo(ctx context.Context, ids []string) (map[string]*mdm.Push, error)
+}
+
+// PushCertStore keeps APNs push certificates, one per topic.
+type PushCertStore interface {
+	// StorePushCert stores a PEM certificate and key; the topic is taken
+	// from the certificate. Replacing a topic's certificate changes its
+	// stale token.
+	StorePushCert(ctx context.Context, pemCert, pemKey []byte) error
+	// RetrievePushCert returns the topic's certificate and a stale token
+	// that changes whenever the certificate is replaced; ErrNotFound for an
+	// unknown topic.
+	RetrievePushCert(ctx context.Context, topic string) (cert *tls.Certificate, staleToken string, err error)
+	// IsPushCertStale reports whether staleToken is no longer the topic's
+	// current one.
+	IsPushCertStale(ctx context.Context, topic, staleToken string) (bool, error)
+}
+
+// CertAuthStore associates identity-certificate hashes (lower-case hex
+// SHA-256 of the DER) with device-channel enrollment IDs.
+type CertAuthStore interface {
+	// HasCertHash reports whether hash is associated with any enrollment.
+	HasCertHash(ctx context.Context, hash string) (bool, error)
+	// EnrollmentHasCertHash reports whether enrollment id has any hash.
+	EnrollmentHasCertHash(ctx context.Context, id string) (bool, error)
+	// IsCertHashAssociated reports whether hash is associated with id.
+	IsCertHashAssociated(ctx context.Context, id, hash string) (bool, error)
+	// AssociateCertHash associates hash with id; associating an existing
+	// pair again is not an error.
+	AssociateCertHash(ctx context.Context, id, hash string, notAfter time.Time) error
+}
+
+// MigrationStore reads every enrollment back as the check-in messages that
+// would recreate it on another server.
+type MigrationStore interface {
+	// RetrieveMigrationCheckins calls yield with raw check-in plists for
+	// every enabled enrollment, in replay order: per device its
+	// Authenticate, its TokenUpdate (carrying the UnlockToken, if one was
+	// stored), its user channels' TokenUpdates, then a SetBootstrapToken if
+	// it has one. It stops at the first error yield returns.
+	RetrieveMigrationCheckins(ctx context.Context, yield func(raw []byte) error) error
+}
+
+// Store is every storage interface at once: what a backend implements.
+type Store interface {
+	CheckinStore
+	TokenUpdateTallyStore
+	BootstrapTokenStore
+	CommandQueueStore
+	CommandEnqueuer
+	PushStore
+	PushCertStore
+	CertAuthStore
+	MigrationStore
+}

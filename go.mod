@@ -10,4 +10,5 @@ require (
 	github.com/prometheus/client_golang v1.25.0 // indirect
 	github.com/smallstep/pkcs7 v0.2.3 // indirect
 	golang.org/x/net v0.62.0 // indirect
+	gopkg.in/yaml.v3 v3.0.1 // indirect
 )

@@ -3,8 +3,6 @@ package mdm
 import (
 	"errors"
 	"fmt"
-
-	"github.com/micromdm/plist"
 )
 
 // The check-in MessageType values PicoMDM understands, from Apple's check-in
@@ -205,14 +203,14 @@ func newCheckin(messageType string) (Checkin, error) {
 // undecodable body or unknown MessageType is a *ParseError.
 func DecodeCheckin(raw []byte) (Checkin, error) {
 	var mt MessageType
-	if err := plist.Unmarshal(raw, &mt); err != nil {
+	if err := unmarshal(raw, &mt); err != nil {
 		return nil, &ParseError{What: "check-in", Err: err}
 	}
 	msg, err := newCheckin(mt.MessageType)
 	if err != nil {
 		return nil, &ParseError{What: "check-in", Err: err}
 	}
-	if err := plist.Unmarshal(raw, msg); err != nil {
+	if err := unmarshal(raw, msg); err != nil {
 		return nil, &ParseError{What: "check-in " + mt.MessageType, Err: err}
 	}
 	setRaw(msg, raw)

@@ -1,10 +1,6 @@
 package mdm
 
-import (
-	"errors"
-
-	"github.com/micromdm/plist"
-)
+import "errors"
 
 // Command report Status values from Apple's command protocol.
 const (
@@ -44,7 +40,7 @@ var ErrEmptyStatus = errors.New("mdm: command report has no Status")
 // decode, or has an empty Status, is a *ParseError.
 func DecodeCommandResults(raw []byte) (*CommandResults, error) {
 	report := new(CommandResults)
-	if err := plist.Unmarshal(raw, report); err != nil {
+	if err := unmarshal(raw, report); err != nil {
 		return nil, &ParseError{What: "command report", Err: err}
 	}
 	if report.Status == "" {
@@ -77,7 +73,7 @@ var (
 // Command.RequestType. Failures are *ParseError.
 func DecodeCommand(raw []byte) (*Command, error) {
 	cmd := new(Command)
-	if err := plist.Unmarshal(raw, cmd); err != nil {
+	if err := unmarshal(raw, cmd); err != nil {
 		return nil, &ParseError{What: "command", Err: err}
 	}
 	if cmd.CommandUUID == "" {

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/picomdm/picomdm/mdm"
+	"github.com/picomdm/picomdm/test/apiclient"
+	"github.com/picomdm/picomdm/test/device"
+)
+
+// writeCA writes a throw-away device CA to files, as the server's -dev
+// mode does.
+func writeCA(t *testing.T) (certFile, keyFile string) {
+	t.Helper()
+	ca, err := device.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, err := ca.KeyPEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca.key")
+	if err := os.WriteFile(certFile, ca.CertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+func TestRun(t *testing.T) {
+	certFile, keyFile := writeCA(t)
+	uuid, raw := apiclient.NewCommand("DeviceInformation", nil)
+	var (
+		mu      sync.Mutex
+		served  bool
+		answers []string
+	)
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if r.Header.Get(device.SignatureHeader) == "" {
+			http.Error(w, "unsigned", http.StatusBadRequest)
+			return
+		}
+		if r.Header.Get("Content-Type") == device.ContentTypeCheckin {
+			return
+		}
+		report, err := mdm.DecodeCommandResults(body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if report.Status != mdm.StatusIdle {
+			answers = append(answers, report.Status)
+		}
+		if !served {
+			served = true
+			w.Write(raw)
+		}
+	}))
+	defer ts.Close()
+
+	var out bytes.Buffer
+	args := []string{"-url", ts.URL + "/mdm", "-ca-cert", certFile, "-ca-key", keyFile, "-key-type", "ecdsa", "-answer", "NotNow", "-v"}
+	if err := run(t.Context(), args, &out); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.SplitN(out.String(), "\n", 3)
+	if len(lines) < 3 || !strings.HasSuffix(lines[1], " "+uuid+" DeviceInformation") ||
+		!strings.HasPrefix(lines[1], lines[0]+" ") || !strings.Contains(lines[2], "<plist") {
+		t.Errorf("output:\n%s", out.String())
+	}
+	if len(answers) != 1 || answers[0] != "NotNow" {
+		t.Errorf("answers = %v, want [NotNow]", answers)
+	}
+}
+
+func TestRunErrors(t *testing.T) {
+	certFile, keyFile := writeCA(t)
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "nope", http.StatusInternalServerError)
+	}))
+	defer ts.Close()
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no CA", []string{"-url", ts.URL}, "-ca-cert and -ca-key are required"},
+		{"bad key type", []string{"-ca-cert", certFile, "-ca-key", keyFile, "-key-type", "dsa"}, "unknown key type"},
+		{"server error", []string{"-url", ts.URL, "-ca-cert", certFile, "-ca-key", keyFile, "-key-type", "ecdsa"}, "500"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := run(t.Context(), tc.args, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("run = %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}

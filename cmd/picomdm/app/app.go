@@ -1,0 +1,264 @@
+// Package app is the picomdm command: it turns flags (and PICOMDM_*
+// environment variables) into a wired server — storage, the service chain,
+// HTTP handlers — and serves it. main.go only calls Main; the end-to-end
+// tests build the very same server with New.
+package app
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	picohttp "github.com/picomdm/picomdm/http"
+	"github.com/picomdm/picomdm/http/api"
+	"github.com/picomdm/picomdm/http/auth"
+	httpmdm "github.com/picomdm/picomdm/http/mdm"
+	pmlog "github.com/picomdm/picomdm/log"
+	"github.com/picomdm/picomdm/push"
+	"github.com/picomdm/picomdm/service"
+	"github.com/picomdm/picomdm/service/certauth"
+	"github.com/picomdm/picomdm/service/core"
+	"github.com/picomdm/picomdm/service/dump"
+	"github.com/picomdm/picomdm/service/multi"
+	"github.com/picomdm/picomdm/storage"
+	"github.com/picomdm/picomdm/storage/file"
+	"github.com/picomdm/picomdm/storage/inmem"
+)
+
+// Version is the build's version, set with -ldflags "-X ...app.Version=...".
+var Version = "dev"
+
+// App is a wired PicoMDM server.
+type App struct {
+	Config *Config
+	// Dev is set in -dev mode: where the throw-away CA and API key are.
+	Dev     *DevFiles
+	Logger  *slog.Logger
+	Store   storage.Store
+	handler http.Handler
+	multi   *multi.Multi
+	closers []func() error
+}
+
+// errVersionPrinted makes Main exit 0 after -version.
+var errVersionPrinted = errors.New("version printed")
+
+// New parses args (plus getenv's PICOMDM_*/NANOMDM_* variables) and wires
+// the server, without listening yet.
+func New(args []string, getenv func(string) string, stdout, stderr io.Writer) (*App, error) {
+	cfg, err := parseConfig(args, getenv, stderr)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Version {
+		fmt.Fprintln(stdout, "picomdm", Version)
+		return nil, errVersionPrinted
+	}
+	logger, err := pmlog.New(stderr, cfg.LogFormat, cfg.Debug)
+	if err != nil {
+		return nil, err
+	}
+	a := &App{Config: cfg, Logger: logger}
+	if err := a.wire(stdout); err != nil {
+		a.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+// newStore opens the -storage backend.
+func newStore(name, dsn, options string) (storage.Store, func() error, error) {
+	opts, err := parseOptions(options)
+	if err != nil {
+		return nil, nil, err
+	}
+	switch name {
+	case "file":
+		if len(opts) > 0 {
+			return nil, nil, fmt.Errorf("file storage takes no options, got %q", options)
+		}
+		s, err := file.New(dsn)
+		if err != nil {
+			return nil, nil, fmt.Errorf("opening file storage %s: %w", dsn, err)
+		}
+		return s, nil, nil
+	case "inmem":
+		return inmem.New(), nil, nil
+	}
+	return nil, nil, fmt.Errorf("unknown storage %q (want file or inmem)", name)
+}
+
+func (a *App) wire(stdout io.Writer) error {
+	cfg := a.Config
+	store, closer, err := newStore(cfg.Storage, cfg.StorageDSN, cfg.StorageOptions)
+	if err != nil {
+		return err
+	}
+	a.Store = store
+	if closer != nil {
+		a.closers = append(a.closers, closer)
+	}
+
+	if cfg.Dev && cfg.CA == "" && !cfg.DisableMDM {
+		dir := cfg.StorageDSN
+		if cfg.Storage != "file" || dir == "" {
+			dir = "db"
+		}
+		dev, err := ensureDevFiles(dir)
+		if err != nil {
+			return fmt.Errorf("dev mode: %w", err)
+		}
+		a.Dev = dev
+		cfg.CA = dev.CACert
+		if cfg.APIKey == "" {
+			cfg.APIKey = dev.APIKey
+		}
+		a.Logger.Warn("DEVELOPMENT MODE: throw-away device CA and API key — NOT FOR PRODUCTION",
+			"ca_cert", dev.CACert, "ca_key", dev.CAKey, "api_key_file", dev.APIKeyFile)
+	}
+
+	// The service chain, outermost first: dump → certauth → multi(core, …).
+	var coreOpts []core.Option
+	coreOpts = append(coreOpts, core.WithLogger(a.Logger))
+	if cfg.UAZLDC {
+		coreOpts = append(coreOpts, core.WithUserAuthenticateZeroLengthDigestChallenge())
+	}
+	coreSvc := core.New(store, coreOpts...)
+	var svc service.CheckinAndCommandService = coreSvc
+	var others []service.CheckinAndCommandService
+	if len(others) > 0 {
+		a.multi = multi.New(coreSvc, others, multi.WithLogger(a.Logger))
+		svc = a.multi
+	}
+	migrationSvc := svc // migrated enrollments carry no certificate: no certauth
+
+	var certAuthOpts []certauth.Option
+	certAuthOpts = append(certAuthOpts, certauth.WithLogger(a.Logger))
+	if cfg.Retro {
+		certAuthOpts = append(certAuthOpts, certauth.WithRetroactive())
+	}
+	svc = certauth.New(svc, store, certAuthOpts...)
+	if cfg.Dump {
+		svc = dump.New(svc, stdout)
+	}
+
+	mux := http.NewServeMux()
+	if !cfg.DisableMDM {
+		if cfg.CA == "" {
+			return errors.New("-ca is required (or -dev for a throw-away development CA, or -disable-mdm)")
+		}
+		caPEM, err := os.ReadFile(cfg.CA)
+		if err != nil {
+			return fmt.Errorf("reading -ca: %w", err)
+		}
+		var intPEM []byte
+		if cfg.Intermediate != "" {
+			if intPEM, err = os.ReadFile(cfg.Intermediate); err != nil {
+				return fmt.Errorf("reading -intermediate: %w", err)
+			}
+		}
+		verifier, err := auth.NewVerifier(caPEM, intPEM)
+		if err != nil {
+			return fmt.Errorf("loading device CA: %w", err)
+		}
+		opts := []httpmdm.Option{httpmdm.WithVerifier(verifier), httpmdm.WithLogger(a.Logger), httpmdm.WithMaxBodySize(cfg.MaxBodyBytes)}
+		if cfg.CertHeader != "" {
+			opts = append(opts, httpmdm.WithCertHeader(cfg.CertHeader))
+		}
+		if cfg.Checkin {
+			mux.Handle("/checkin", httpmdm.CheckinHandler(svc, opts...))
+			mux.Handle("/mdm", httpmdm.CommandHandler(svc, opts...))
+		} else {
+			mux.Handle("/mdm", httpmdm.CheckinAndCommandHandler(svc, opts...))
+		}
+	}
+
+	var pusher push.Pusher // APNs push is wired by the push service; until then pushes report "not configured"
+	if cfg.APIKey != "" {
+		authed := picohttp.BasicAuth(cfg.APIKey)
+		mux.Handle("/v1/enqueue/", authed(http.StripPrefix("/v1/enqueue/", api.EnqueueHandler(store, pusher, a.Logger))))
+		mux.Handle("/v1/push/", authed(http.StripPrefix("/v1/push/", api.PushHandler(pusher, a.Logger))))
+		if cfg.Migration {
+			mux.Handle("/migration", authed(api.MigrationHandler(migrationSvc, a.Logger)))
+		}
+	} else {
+		a.Logger.Warn("no -api key: API endpoints are disabled")
+		if cfg.Migration {
+			return errors.New("-migration needs -api")
+		}
+	}
+	mux.Handle("/version", api.VersionHandler(Version))
+	a.handler = mux
+	return nil
+}
+
+// Handler returns the server's root HTTP handler.
+func (a *App) Handler() http.Handler { return a.handler }
+
+// Serve serves on ln until ctx is done, then shuts down gracefully: it
+// stops accepting, waits up to -shutdown-timeout for in-flight requests,
+// and lets background work (secondary services) finish.
+func (a *App) Serve(ctx context.Context, ln net.Listener) error {
+	cfg := a.Config
+	srv := &http.Server{
+		Handler:           a.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       cfg.ReadTimeout,
+		WriteTimeout:      cfg.WriteTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		ErrorLog:          slog.NewLogLogger(a.Logger.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	a.Logger.Info("picomdm serving", "addr", ln.Addr().String(), "version", Version, "storage", cfg.Storage)
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	a.Logger.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownWait)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	if a.multi != nil {
+		a.multi.Wait()
+	}
+	if err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}
+
+// Close releases storage.
+func (a *App) Close() error {
+	var errs []error
+	for _, c := range a.closers {
+		errs = append(errs, c())
+	}
+	return errors.Join(errs...)
+}
+
+// Main is the whole command: parse, wire, listen on -listen, serve until
+// ctx is done.
+func Main(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	a, err := New(args, getenv, stdout, stderr)
+	if errors.Is(err, errVersionPrinted) || errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	ln, err := net.Listen("tcp", a.Config.Listen)
+	if err != nil {
+		return err
+	}
+	return a.Serve(ctx, ln)
+}

@@ -1,0 +1,132 @@
+package app
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+// Config is what the command line (and environment) says.
+type Config struct {
+	Listen         string
+	APIKey         string
+	CA             string
+	Intermediate   string
+	CertHeader     string
+	Checkin        bool
+	Debug          bool
+	Dump           bool
+	DisableMDM     bool
+	Migration      bool
+	Retro          bool
+	UAZLDC         bool
+	Storage        string
+	StorageDSN     string
+	StorageOptions string
+	Version        bool
+	Dev            bool
+	LogFormat      string
+	MaxBodyBytes   int64
+	ReadTimeout    time.Duration
+	WriteTimeout   time.Duration
+	IdleTimeout    time.Duration
+	ShutdownWait   time.Duration
+}
+
+// EnvPrefix and LegacyEnvPrefix name the environment variables every flag
+// can also be set by: PICOMDM_<NAME>, falling back to NanoMDM's spelling.
+const (
+	EnvPrefix       = "PICOMDM_"
+	LegacyEnvPrefix = "NANOMDM_"
+)
+
+// newFlagSet defines every flag on a fresh FlagSet writing into cfg.
+// NanoMDM's flags keep their names and meanings; new ones are additions.
+func newFlagSet(cfg *Config, output io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("picomdm", flag.ContinueOnError)
+	fs.SetOutput(output)
+	fs.StringVar(&cfg.Listen, "listen", ":9000", "HTTP listen address")
+	fs.StringVar(&cfg.APIKey, "api", "", "API key for API endpoints (HTTP Basic password; empty disables the API)")
+	fs.StringVar(&cfg.CA, "ca", "", "path to PEM CA certificate(s) device identity certificates must chain to")
+	fs.StringVar(&cfg.Intermediate, "intermediate", "", "path to PEM intermediate certificate(s)")
+	fs.StringVar(&cfg.CertHeader, "cert-header", "", "HTTP header carrying the device certificate (RFC 9440 or URL-escaped PEM) instead of Mdm-Signature")
+	fs.BoolVar(&cfg.Checkin, "checkin", false, "serve check-ins on a separate /checkin endpoint (/mdm then takes command reports only)")
+	fs.BoolVar(&cfg.Debug, "debug", false, "log debug messages")
+	fs.BoolVar(&cfg.Dump, "dump", false, "dump MDM requests and the answers sent back to stdout")
+	fs.BoolVar(&cfg.DisableMDM, "disable-mdm", false, "disable the MDM endpoints (API-only replica)")
+	fs.BoolVar(&cfg.Migration, "migration", false, "enable the /migration endpoint (needs -api)")
+	fs.BoolVar(&cfg.Retro, "retro", false, "allow retroactive certificate-authorization association")
+	fs.BoolVar(&cfg.UAZLDC, "ua-zl-dc", false, "answer UserAuthenticate with a zero-length DigestChallenge instead of declining it")
+	fs.StringVar(&cfg.Storage, "storage", "file", "storage backend: file or inmem")
+	fs.StringVar(&cfg.StorageDSN, "storage-dsn", "", "storage data source: a directory for file (default \"db\")")
+	fs.StringVar(&cfg.StorageOptions, "storage-options", "", "storage options, comma-separated key=value")
+	fs.BoolVar(&cfg.Version, "version", false, "print version and exit")
+	fs.BoolVar(&cfg.Dev, "dev", false, "development mode: without -ca, create a throw-away device CA and API key under the storage directory (NOT for production)")
+	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log format: text or json")
+	fs.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 4<<20, "largest request body accepted, in bytes")
+	fs.DurationVar(&cfg.ReadTimeout, "read-timeout", 60*time.Second, "HTTP server read timeout")
+	fs.DurationVar(&cfg.WriteTimeout, "write-timeout", 60*time.Second, "HTTP server write timeout")
+	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", 120*time.Second, "HTTP server idle (keep-alive) timeout")
+	fs.DurationVar(&cfg.ShutdownWait, "shutdown-timeout", 30*time.Second, "how long to wait for in-flight requests on SIGTERM")
+	return fs
+}
+
+// envName is the variable name for flag name under prefix.
+func envName(prefix, name string) string {
+	return prefix + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
+// parseConfig parses args, then fills every flag not given on the command
+// line from PICOMDM_<NAME> or, failing that, NANOMDM_<NAME>.
+func parseConfig(args []string, getenv func(string) string, output io.Writer) (*Config, error) {
+	cfg := new(Config)
+	fs := newFlagSet(cfg, output)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] || err != nil || getenv == nil {
+			return
+		}
+		for _, prefix := range []string{EnvPrefix, LegacyEnvPrefix} {
+			name := envName(prefix, f.Name)
+			if v := getenv(name); v != "" {
+				if setErr := fs.Set(f.Name, v); setErr != nil {
+					err = fmt.Errorf("environment %s: %w", name, setErr)
+				}
+				return
+			}
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	if cfg.StorageDSN == "" && cfg.Storage == "file" {
+		cfg.StorageDSN = "db"
+	}
+	return cfg, nil
+}
+
+// parseOptions splits "k=v,k2=v2" into a map.
+func parseOptions(s string) (map[string]string, error) {
+	opts := map[string]string{}
+	if s == "" {
+		return opts, nil
+	}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("storage option %q: want key=value", kv)
+		}
+		opts[strings.TrimSpace(k)] = strings.TrimSpace(v)
+	}
+	return opts, nil
+}

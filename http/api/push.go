@@ -1,0 +1,63 @@
+package api
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+
+	picohttp "github.com/picomdm/picomdm/http"
+	"github.com/picomdm/picomdm/push"
+)
+
+// errNoPushResult is the per-ID error for an ID the Pusher did not report
+// on.
+const errNoPushResult = "push: no result for this ID"
+
+// pushTo pushes to ids and records the outcome in resp: per-ID results and
+// errors in resp.Status, a failure of the whole call in resp.PushError. A
+// nil pusher fails every ID with push.ErrNotConfigured.
+func pushTo(ctx context.Context, logger *slog.Logger, pusher push.Pusher, ids []string, resp *Response) {
+	if pusher == nil {
+		for _, id := range ids {
+			resp.id(id).PushError = push.ErrNotConfigured.Error()
+		}
+		return
+	}
+	results, err := pusher.Push(ctx, ids)
+	if err != nil {
+		logger.ErrorContext(ctx, "push failed", "ids", len(ids), "err", err)
+		resp.PushError = err.Error()
+		return
+	}
+	for _, id := range ids {
+		switch res := results[id]; {
+		case res == nil:
+			resp.id(id).PushError = errNoPushResult
+		case res.Err != nil:
+			logger.DebugContext(ctx, "push to enrollment failed", "id", id, "err", res.Err)
+			resp.id(id).PushError = res.Err.Error()
+		default:
+			resp.id(id).PushResult = res.APNsID
+		}
+	}
+}
+
+// PushHandler serves /v1/push/ID[,ID…], mounted with http.StripPrefix so
+// that the path it sees is the comma-separated enrollment IDs. It pushes to
+// each and answers {"status": {ID: {"push_result": apns-id} or
+// {"push_error": "..."}}}: 200 if every push succeeded, 207 if some
+// failed, 500 if all did; 400 for a path without IDs. A nil pusher answers
+// push.ErrNotConfigured for every ID.
+func PushHandler(pusher push.Pusher, logger *slog.Logger) http.Handler {
+	logger = orDefault(logger)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ids := enrollmentIDs(r)
+		if len(ids) == 0 {
+			picohttp.WriteAPIError(w, r, logger, errNoIDs)
+			return
+		}
+		resp := new(Response)
+		pushTo(r.Context(), logger, pusher, ids, resp)
+		picohttp.WriteJSON(w, r, logger, resp.statusCode(ids), resp)
+	})
+}

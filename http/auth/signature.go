@@ -1,0 +1,59 @@
+package auth
+
+import (
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"fmt"
+
+	"github.com/smallstep/pkcs7"
+)
+
+// SignatureHeader is the header a device signs its request bodies in, as
+// described by Apple's MDM protocol ("SignMessage" in the MDM payload).
+const SignatureHeader = "Mdm-Signature"
+
+// SignatureCert returns the identity certificate that signed body. header is
+// the Mdm-Signature value: base64 of a CMS (PKCS#7) detached signature over
+// the body, with exactly one signer whose certificate it carries. It only
+// checks the signature; chain, key usage and dates are the Verifier's job.
+func SignatureCert(header string, body []byte) (cert *x509.Certificate, err error) {
+	if header == "" {
+		return nil, fail(ErrNoIdentity, fmt.Errorf("no %s header", SignatureHeader))
+	}
+	der, err := base64.StdEncoding.DecodeString(header)
+	if err != nil {
+		return nil, fail(ErrMalformed, fmt.Errorf("decoding %s base64: %w", SignatureHeader, err))
+	}
+	// The header is attacker-controlled and the CMS parser is third-party
+	// code: a panic in it must be a 400 like any other garbage, not a
+	// dropped connection.
+	defer func() {
+		if p := recover(); p != nil {
+			cert, err = nil, fail(ErrMalformed, fmt.Errorf("parsing CMS: panic: %v", p))
+		}
+	}()
+	p7, err := pkcs7.Parse(der)
+	if err != nil {
+		return nil, fail(ErrMalformed, fmt.Errorf("parsing CMS: %w", err))
+	}
+	if n := len(p7.Signers); n != 1 {
+		return nil, fail(ErrMalformed, fmt.Errorf("CMS has %d signers, want exactly 1", n))
+	}
+	signer := p7.GetOnlySigner()
+	if signer == nil {
+		return nil, fail(ErrMalformed, errors.New("CMS does not carry its signer's certificate"))
+	}
+	// The signature is detached: the signed content is the request body.
+	// Setting it also overrides any content an attached signature carried,
+	// so what is verified is always this body.
+	p7.Content = body
+	if err := p7.Verify(); err != nil {
+		var timeErr *pkcs7.SigningTimeNotValidError
+		if errors.As(err, &timeErr) {
+			return nil, fail(ErrExpired, err)
+		}
+		return nil, fail(ErrBadSignature, err)
+	}
+	return signer, nil
+}

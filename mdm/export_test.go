@@ -1,0 +1,7 @@
+package mdm
+
+// Internals the external tests (package mdm_test) check.
+var (
+	ErrPlistPanic     = errPlistPanic
+	ErrBadBinaryPlist = errBadBinaryPlist
+)

@@ -1,0 +1,7 @@
+package mdm
+
+// The test data testdata/checkin_schemas.json and
+// testdata/command_schemas.json is generated from Apple's device-management
+// schemas (shared/apple-device-management beside the repository); a test in
+// tools/schemagen fails when it is stale.
+//go:generate go run ../tools/schemagen

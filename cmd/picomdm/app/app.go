@@ -88,7 +88,7 @@ func newStore(name, dsn, options string) (storage.Store, func() error, error) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("opening file storage %s: %w", dsn, err)
 		}
-		return s, nil, nil
+		return s, s.Close, nil
 	case "inmem":
 		return inmem.New(), nil, nil
 	}

@@ -1,0 +1,113 @@
+package file
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/picomdm/picomdm/mdm"
+	"github.com/picomdm/picomdm/storage"
+)
+
+// RetrievePushInfo implements storage.PushStore from the in-memory index:
+// no file is read, however many IDs are asked for.
+func (s *Store) RetrievePushInfo(_ context.Context, ids []string) (map[string]*mdm.Push, error) {
+	out := make(map[string]*mdm.Push)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, id := range ids {
+		e := s.enrollments[id]
+		if e == nil || !e.enabled || len(e.push.Token) == 0 {
+			continue
+		}
+		out[id] = &mdm.Push{Token: bytes.Clone(e.push.Token), PushMagic: e.push.PushMagic, Topic: e.push.Topic}
+	}
+	return out, nil
+}
+
+// pushCertRecord is a pushcerts/ file.
+type pushCertRecord struct {
+	Topic      string    `json:"topic"`
+	Cert       []byte    `json:"cert_pem"`
+	Key        []byte    `json:"key_pem"`
+	StaleToken string    `json:"stale_token"`
+	NotAfter   time.Time `json:"not_after"`
+	StoredAt   time.Time `json:"stored_at"`
+}
+
+func (s *Store) pushCertPath(topic string) string {
+	return filepath.Join(s.dir, "pushcerts", fileName(topic)+".json")
+}
+
+// StorePushCert implements storage.PushCertStore. The stale token is
+// derived from the certificate and key, so storing the same pair again
+// does not make every cached copy reload, and a new pair always changes it.
+func (s *Store) StorePushCert(_ context.Context, pemCert, pemKey []byte) error {
+	cert, err := tls.X509KeyPair(pemCert, pemKey)
+	if err != nil {
+		return fmt.Errorf("storing push cert: %w", err)
+	}
+	topic, err := storage.TopicFromCert(cert.Leaf)
+	if err != nil {
+		return fmt.Errorf("storing push cert: %w", err)
+	}
+	h := sha256.New()
+	h.Write(cert.Certificate[0])
+	h.Write(pemKey)
+	rec := &pushCertRecord{
+		Topic:      topic,
+		Cert:       pemCert,
+		Key:        pemKey,
+		StaleToken: hex.EncodeToString(h.Sum(nil)[:16]),
+		NotAfter:   cert.Leaf.NotAfter,
+		StoredAt:   time.Now(),
+	}
+	if err := s.writeJSON(s.pushCertPath(topic), rec); err != nil {
+		return fmt.Errorf("storing push cert for %q: %w", topic, err)
+	}
+	return nil
+}
+
+func (s *Store) readPushCert(topic string) (*pushCertRecord, error) {
+	rec := new(pushCertRecord)
+	ok, err := readJSON(s.pushCertPath(topic), rec)
+	if err != nil {
+		return nil, fmt.Errorf("push cert for topic %q: %w", topic, err)
+	}
+	if !ok {
+		return nil, fmt.Errorf("push cert for topic %q: %w", topic, storage.ErrNotFound)
+	}
+	return rec, nil
+}
+
+// RetrievePushCert implements storage.PushCertStore.
+func (s *Store) RetrievePushCert(_ context.Context, topic string) (*tls.Certificate, string, error) {
+	rec, err := s.readPushCert(topic)
+	if err != nil {
+		return nil, "", err
+	}
+	cert, err := tls.X509KeyPair(rec.Cert, rec.Key)
+	if err != nil {
+		return nil, "", fmt.Errorf("push cert for topic %q: %w", topic, err)
+	}
+	return &cert, rec.StaleToken, nil
+}
+
+// IsPushCertStale implements storage.PushCertStore. An unknown topic is
+// stale: whatever the caller holds for it is not current.
+func (s *Store) IsPushCertStale(_ context.Context, topic, staleToken string) (bool, error) {
+	rec, err := s.readPushCert(topic)
+	if errors.Is(err, storage.ErrNotFound) {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return rec.StaleToken != staleToken, nil
+}

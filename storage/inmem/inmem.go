@@ -1,0 +1,517 @@
+// Package inmem is an in-memory storage backend: maps behind one mutex.
+// Nothing survives the process; it exists for tests and throw-away
+// development servers, and as the simplest reading of the storage contract.
+package inmem
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/picomdm/picomdm/mdm"
+	"github.com/picomdm/picomdm/storage"
+)
+
+// device is what Authenticate (and the bootstrap token) store for a device
+// channel.
+type device struct {
+	serialNumber    string
+	authenticate    []byte
+	certDER         []byte
+	certNotAfter    time.Time
+	authenticatedAt time.Time
+	bootstrapToken  []byte
+}
+
+// enrollment is one channel, known from its first TokenUpdate.
+type enrollment struct {
+	id, parentID string
+	typ          mdm.EnrollType
+	push         mdm.Push
+	unlockToken  []byte
+	tokenUpdate  []byte
+	enabled      bool
+	tally        int
+	enrolledAt   time.Time
+	lastSeenAt   time.Time
+	// queue is the pending set, oldest first. Answered commands leave it
+	// and are kept in results.
+	queue   []*queued
+	results map[string]*result
+}
+
+// queued is one pending command of an enrollment.
+type queued struct {
+	seq         uint64
+	commandUUID string
+	notNow      int
+	firstNotNow time.Time
+	lastNotNow  time.Time
+}
+
+// result is the last answer an enrollment gave to a command.
+type result struct {
+	status string
+	raw    []byte
+	at     time.Time
+	notNow int
+}
+
+// command is an enqueued command, stored once for all its targets.
+type command struct {
+	requestType string
+	raw         []byte
+	enqueuedAt  time.Time
+}
+
+// pushCert is a topic's APNs certificate.
+type pushCert struct {
+	certPEM, keyPEM []byte
+	staleToken      string
+}
+
+// Store is the in-memory backend. Build it with New.
+type Store struct {
+	mu sync.Mutex
+	// seq orders every enqueue: strict FIFO even for enqueues within
+	// one clock tick.
+	seq         uint64
+	devices     map[string]*device
+	enrollments map[string]*enrollment
+	// children maps a device channel's ID to its user channels' IDs.
+	children   map[string]map[string]struct{}
+	userAuths  map[string][]byte
+	commands   map[string]*command
+	pushCerts  map[string]*pushCert
+	hashToIDs  map[string]map[string]time.Time
+	idToHashes map[string]map[string]struct{}
+}
+
+var _ storage.Store = (*Store)(nil)
+
+// New returns an empty in-memory store.
+func New() *Store {
+	return &Store{
+		devices:     make(map[string]*device),
+		enrollments: make(map[string]*enrollment),
+		children:    make(map[string]map[string]struct{}),
+		userAuths:   make(map[string][]byte),
+		commands:    make(map[string]*command),
+		pushCerts:   make(map[string]*pushCert),
+		hashToIDs:   make(map[string]map[string]time.Time),
+		idToHashes:  make(map[string]map[string]struct{}),
+	}
+}
+
+// channelIDs returns id and, for a device channel, its user channels:
+// what Authenticate and CheckOut act on. Callers hold s.mu.
+func (s *Store) channelIDs(r *mdm.Request) []string {
+	ids := []string{r.ID}
+	if !r.Type.IsUserChannel() {
+		for child := range s.children[r.ID] {
+			ids = append(ids, child)
+		}
+	}
+	return ids
+}
+
+// disable disables enrollment id. The tally restarts, as NanoMDM's does,
+// so the next enrollment's first TokenUpdate is counted as 1 again.
+// Callers hold s.mu.
+func (s *Store) disable(id string) *enrollment {
+	e := s.enrollments[id]
+	if e != nil {
+		e.enabled = false
+		e.tally = 0
+	}
+	return e
+}
+
+// StoreAuthenticate implements storage.CheckinStore.
+func (s *Store) StoreAuthenticate(r *mdm.Request, msg *mdm.Authenticate) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	d := &device{
+		serialNumber:    msg.SerialNumber,
+		authenticate:    bytes.Clone(msg.RawBytes()),
+		authenticatedAt: now,
+	}
+	if r.Certificate != nil {
+		d.certDER = bytes.Clone(r.Certificate.Raw)
+		d.certNotAfter = r.Certificate.NotAfter
+	}
+	s.devices[r.ID] = d
+	for _, id := range s.channelIDs(r) {
+		if e := s.disable(id); e != nil {
+			e.queue = nil
+			e.lastSeenAt = now
+		}
+	}
+	return nil
+}
+
+// StoreTokenUpdate implements storage.CheckinStore.
+func (s *Store) StoreTokenUpdate(r *mdm.Request, msg *mdm.TokenUpdate) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	e := s.enrollments[r.ID]
+	if e == nil {
+		e = &enrollment{id: r.ID, parentID: r.ParentID, typ: r.Type, results: make(map[string]*result)}
+		s.enrollments[r.ID] = e
+		if r.ParentID != "" {
+			if s.children[r.ParentID] == nil {
+				s.children[r.ParentID] = make(map[string]struct{})
+			}
+			s.children[r.ParentID][r.ID] = struct{}{}
+		}
+	}
+	e.push = mdm.Push{Token: bytes.Clone(msg.Token), PushMagic: msg.PushMagic, Topic: msg.Topic}
+	if len(msg.UnlockToken) > 0 {
+		e.unlockToken = bytes.Clone(msg.UnlockToken)
+	}
+	e.tokenUpdate = bytes.Clone(msg.RawBytes())
+	if !e.enabled {
+		e.enrolledAt = now
+	}
+	e.enabled = true
+	e.tally++
+	e.lastSeenAt = now
+	return nil
+}
+
+// StoreUserAuthenticate implements storage.CheckinStore.
+func (s *Store) StoreUserAuthenticate(r *mdm.Request, msg *mdm.UserAuthenticate) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.userAuths[r.ID] = bytes.Clone(msg.RawBytes())
+	return nil
+}
+
+// Disable implements storage.CheckinStore.
+func (s *Store) Disable(r *mdm.Request) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, id := range s.channelIDs(r) {
+		s.disable(id)
+	}
+	return nil
+}
+
+// RetrieveTokenUpdateTally implements storage.TokenUpdateTallyStore.
+func (s *Store) RetrieveTokenUpdateTally(_ context.Context, id string) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.enrollments[id]
+	if e == nil {
+		return 0, fmt.Errorf("token update tally of %q: %w", id, storage.ErrNotFound)
+	}
+	return e.tally, nil
+}
+
+// StoreBootstrapToken implements storage.BootstrapTokenStore. A token for
+// a device that never authenticated (possible only out of order) still
+// gets a device record, rather than failing the device's request.
+func (s *Store) StoreBootstrapToken(r *mdm.Request, msg *mdm.SetBootstrapToken) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := s.devices[r.DeviceID()]
+	if d == nil {
+		d = &device{}
+		s.devices[r.DeviceID()] = d
+	}
+	d.bootstrapToken = bytes.Clone(msg.BootstrapToken)
+	return nil
+}
+
+// RetrieveBootstrapToken implements storage.BootstrapTokenStore.
+func (s *Store) RetrieveBootstrapToken(r *mdm.Request, _ *mdm.GetBootstrapToken) (*mdm.BootstrapToken, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := s.devices[r.DeviceID()]
+	if d == nil || len(d.bootstrapToken) == 0 {
+		return nil, nil
+	}
+	return &mdm.BootstrapToken{BootstrapToken: bytes.Clone(d.bootstrapToken)}, nil
+}
+
+// StoreCommandReport implements storage.CommandQueueStore.
+func (s *Store) StoreCommandReport(r *mdm.Request, report *mdm.CommandResults) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	e := s.enrollments[r.ID]
+	if e == nil {
+		return nil
+	}
+	e.lastSeenAt = now
+	if report.Status == "" || report.Status == mdm.StatusIdle {
+		return nil
+	}
+	i := slices.IndexFunc(e.queue, func(q *queued) bool { return q.commandUUID == report.CommandUUID })
+	if i < 0 {
+		// Unknown, already final, or queued to someone else: first
+		// final answer wins, so nothing to do.
+		return nil
+	}
+	q := e.queue[i]
+	if report.Status == mdm.StatusNotNow {
+		q.notNow++
+		if q.firstNotNow.IsZero() {
+			q.firstNotNow = now
+		}
+		q.lastNotNow = now
+	} else {
+		e.queue = slices.Delete(e.queue, i, i+1)
+	}
+	e.results[report.CommandUUID] = &result{
+		status: report.Status,
+		raw:    bytes.Clone(report.Raw),
+		at:     now,
+		notNow: q.notNow,
+	}
+	return nil
+}
+
+// RetrieveNextCommand implements storage.CommandQueueStore.
+func (s *Store) RetrieveNextCommand(r *mdm.Request, skipNotNow bool) (*mdm.Command, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.enrollments[r.ID]
+	if e == nil {
+		return nil, nil
+	}
+	for _, q := range e.queue {
+		if skipNotNow && q.notNow > 0 {
+			continue
+		}
+		c := s.commands[q.commandUUID]
+		if c == nil {
+			return nil, fmt.Errorf("next command of %q: queued command %s has no body", r.ID, q.commandUUID)
+		}
+		cmd := &mdm.Command{CommandUUID: q.commandUUID, Raw: bytes.Clone(c.raw)}
+		cmd.Command.RequestType = c.requestType
+		return cmd, nil
+	}
+	return nil, nil
+}
+
+// EnqueueCommand implements storage.CommandEnqueuer. The command is stored
+// only if at least one ID is queued to, so a call naming only unknown IDs
+// can be retried with the same CommandUUID.
+func (s *Store) EnqueueCommand(_ context.Context, ids []string, cmd *mdm.Command) (map[string]error, error) {
+	if cmd == nil || cmd.CommandUUID == "" {
+		return nil, errors.New("enqueue: command has no CommandUUID")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.commands[cmd.CommandUUID] != nil {
+		return nil, fmt.Errorf("enqueue %s: %w", cmd.CommandUUID, storage.ErrCommandExists)
+	}
+	errs := make(map[string]error)
+	s.seq++
+	queuedTo := 0
+	for _, id := range ids {
+		e := s.enrollments[id]
+		if e == nil {
+			errs[id] = fmt.Errorf("enqueue %s to %q: %w", cmd.CommandUUID, id, storage.ErrNotFound)
+			continue
+		}
+		if slices.ContainsFunc(e.queue, func(q *queued) bool { return q.commandUUID == cmd.CommandUUID }) {
+			continue // named twice in this call
+		}
+		e.queue = append(e.queue, &queued{seq: s.seq, commandUUID: cmd.CommandUUID})
+		queuedTo++
+	}
+	if queuedTo > 0 {
+		s.commands[cmd.CommandUUID] = &command{
+			requestType: cmd.RequestType(),
+			raw:         bytes.Clone(cmd.Raw),
+			enqueuedAt:  time.Now(),
+		}
+	}
+	return errs, nil
+}
+
+// RetrievePushInfo implements storage.PushStore.
+func (s *Store) RetrievePushInfo(_ context.Context, ids []string) (map[string]*mdm.Push, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]*mdm.Push)
+	for _, id := range ids {
+		e := s.enrollments[id]
+		if e == nil || !e.enabled || len(e.push.Token) == 0 {
+			continue
+		}
+		out[id] = &mdm.Push{Token: bytes.Clone(e.push.Token), PushMagic: e.push.PushMagic, Topic: e.push.Topic}
+	}
+	return out, nil
+}
+
+// StorePushCert implements storage.PushCertStore.
+func (s *Store) StorePushCert(_ context.Context, pemCert, pemKey []byte) error {
+	cert, err := tls.X509KeyPair(pemCert, pemKey)
+	if err != nil {
+		return fmt.Errorf("storing push cert: %w", err)
+	}
+	topic, err := storage.TopicFromCert(cert.Leaf)
+	if err != nil {
+		return fmt.Errorf("storing push cert: %w", err)
+	}
+	// The token is derived from the pair, so storing the same pair again
+	// does not make every replica reload it.
+	sum := sha256.Sum256(append(bytes.Clone(cert.Certificate[0]), pemKey...))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pushCerts[topic] = &pushCert{
+		certPEM:    bytes.Clone(pemCert),
+		keyPEM:     bytes.Clone(pemKey),
+		staleToken: hex.EncodeToString(sum[:16]),
+	}
+	return nil
+}
+
+// RetrievePushCert implements storage.PushCertStore.
+func (s *Store) RetrievePushCert(_ context.Context, topic string) (*tls.Certificate, string, error) {
+	s.mu.Lock()
+	pc := s.pushCerts[topic]
+	s.mu.Unlock()
+	if pc == nil {
+		return nil, "", fmt.Errorf("push cert for topic %q: %w", topic, storage.ErrNotFound)
+	}
+	cert, err := tls.X509KeyPair(pc.certPEM, pc.keyPEM)
+	if err != nil {
+		return nil, "", fmt.Errorf("push cert for topic %q: %w", topic, err)
+	}
+	return &cert, pc.staleToken, nil
+}
+
+// IsPushCertStale implements storage.PushCertStore. An unknown topic is
+// stale: whatever the caller holds for it is not current.
+func (s *Store) IsPushCertStale(_ context.Context, topic, staleToken string) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	pc := s.pushCerts[topic]
+	return pc == nil || pc.staleToken != staleToken, nil
+}
+
+// HasCertHash implements storage.CertAuthStore.
+func (s *Store) HasCertHash(_ context.Context, hash string) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.hashToIDs[hash]) > 0, nil
+}
+
+// EnrollmentHasCertHash implements storage.CertAuthStore.
+func (s *Store) EnrollmentHasCertHash(_ context.Context, id string) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.idToHashes[id]) > 0, nil
+}
+
+// IsCertHashAssociated implements storage.CertAuthStore.
+func (s *Store) IsCertHashAssociated(_ context.Context, id, hash string) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.hashToIDs[hash][id]
+	return ok, nil
+}
+
+// AssociateCertHash implements storage.CertAuthStore.
+func (s *Store) AssociateCertHash(_ context.Context, id, hash string, notAfter time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.hashToIDs[hash] == nil {
+		s.hashToIDs[hash] = make(map[string]time.Time)
+	}
+	s.hashToIDs[hash][id] = notAfter
+	if s.idToHashes[id] == nil {
+		s.idToHashes[id] = make(map[string]struct{})
+	}
+	s.idToHashes[id][hash] = struct{}{}
+	return nil
+}
+
+// deviceKeys returns the identifying keys of a device channel, for the
+// SetBootstrapToken message migration builds.
+func deviceKeys(e *enrollment) mdm.Enrollment {
+	if e.typ == mdm.UserEnrollmentDevice {
+		return mdm.Enrollment{EnrollmentID: e.id}
+	}
+	return mdm.Enrollment{UDID: e.id}
+}
+
+// RetrieveMigrationCheckins implements storage.MigrationStore. The
+// messages are built under the lock and yielded after it is released, so a
+// slow consumer never blocks devices.
+func (s *Store) RetrieveMigrationCheckins(ctx context.Context, yield func(raw []byte) error) error {
+	msgs, err := s.migrationCheckins()
+	if err != nil {
+		return err
+	}
+	for _, raw := range msgs {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("migration: %w", err)
+		}
+		if err := yield(raw); err != nil {
+			return fmt.Errorf("migration: %w", err)
+		}
+	}
+	return nil
+}
+
+func (s *Store) migrationCheckins() ([][]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var devs []*enrollment
+	for _, e := range s.enrollments {
+		if e.enabled && !e.typ.IsUserChannel() {
+			devs = append(devs, e)
+		}
+	}
+	slices.SortFunc(devs, func(a, b *enrollment) int { return strings.Compare(a.id, b.id) })
+	var out [][]byte
+	for _, e := range devs {
+		d := s.devices[e.id]
+		if d != nil && len(d.authenticate) > 0 {
+			out = append(out, bytes.Clone(d.authenticate))
+		}
+		tu, err := storage.TokenUpdateWithUnlockToken(e.tokenUpdate, e.unlockToken)
+		if err != nil {
+			return nil, fmt.Errorf("migration of %q: %w", e.id, err)
+		}
+		out = append(out, bytes.Clone(tu))
+		var users []string
+		for id := range s.children[e.id] {
+			if u := s.enrollments[id]; u != nil && u.enabled {
+				users = append(users, id)
+			}
+		}
+		slices.Sort(users)
+		for _, id := range users {
+			u := s.enrollments[id]
+			tu, err := storage.TokenUpdateWithUnlockToken(u.tokenUpdate, u.unlockToken)
+			if err != nil {
+				return nil, fmt.Errorf("migration of %q: %w", id, err)
+			}
+			out = append(out, bytes.Clone(tu))
+		}
+		if d != nil && len(d.bootstrapToken) > 0 {
+			raw, err := storage.SetBootstrapTokenCheckin(deviceKeys(e), d.bootstrapToken)
+			if err != nil {
+				return nil, fmt.Errorf("migration of %q: %w", e.id, err)
+			}
+			out = append(out, raw)
+		}
+	}
+	return out, nil
+}

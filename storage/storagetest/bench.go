@@ -1,0 +1,164 @@
+package storagetest
+
+import (
+	"context"
+	"testing"
+
+	"github.com/picomdm/picomdm/mdm"
+	"github.com/picomdm/picomdm/storage"
+)
+
+// EnrollDevices enrolls n new device channels in store and returns them.
+// They share one identity certificate (storage never checks it) and skip
+// Authenticate: an enrollment is known, and can be queued to, from its
+// first TokenUpdate. Benchmarks use it to build their fleet.
+func EnrollDevices(tb testing.TB, store storage.Store, n int) []*Channel {
+	tb.Helper()
+	cert := NewIdentityCert("storagetest fleet")
+	devs := make([]*Channel, n)
+	for i := range devs {
+		devs[i] = newChannel(mdm.Enrollment{UDID: NewUUID()}, cert)
+		if err := store.StoreTokenUpdate(devs[i].Request(), devs[i].TokenUpdate(nil)); err != nil {
+			tb.Fatalf("TokenUpdate: %v", err)
+		}
+	}
+	return devs
+}
+
+// BenchmarkNextCommand times RetrieveNextCommand for an enrollment that has
+// already answered history commands (all Acknowledged) and has one pending.
+// DESIGN.md §2 wants its cost independent of history.
+func BenchmarkNextCommand(b *testing.B, store storage.Store, history int) {
+	ctx := context.Background()
+	d := EnrollDevices(b, store, 1)[0]
+	ids := []string{d.ID()}
+	for range history {
+		cmd := NewCommand("ProfileList")
+		if _, err := store.EnqueueCommand(ctx, ids, cmd); err != nil {
+			b.Fatalf("enqueue: %v", err)
+		}
+		if err := store.StoreCommandReport(d.Request(), d.Report(cmd.CommandUUID, mdm.StatusAcknowledged)); err != nil {
+			b.Fatalf("report: %v", err)
+		}
+	}
+	pending := NewCommand("DeviceInformation")
+	if _, err := store.EnqueueCommand(ctx, ids, pending); err != nil {
+		b.Fatalf("enqueue: %v", err)
+	}
+	r := d.Request()
+	for b.Loop() {
+		cmd, err := store.RetrieveNextCommand(r, false)
+		if err != nil {
+			b.Fatalf("next command: %v", err)
+		}
+		if cmd == nil || cmd.CommandUUID != pending.CommandUUID {
+			b.Fatalf("next command: got %v, want %s", cmd, pending.CommandUUID)
+		}
+	}
+}
+
+// BenchmarkEnqueue times one EnqueueCommand to targets enrolled devices
+// (enrolled first, untimed), and reports the cost per target as well.
+func BenchmarkEnqueue(b *testing.B, store storage.Store, targets int) {
+	devs := EnrollDevices(b, store, targets)
+	ids := make([]string, len(devs))
+	for i, d := range devs {
+		ids[i] = d.ID()
+	}
+	BenchmarkEnqueueTo(b, store, ids)
+}
+
+// BenchmarkEnqueueTo times one EnqueueCommand to ids, which must be known
+// enrollments (see EnrollDevices). It lets a backend build its fleet in a
+// cheaper mode than the one it is timed in.
+func BenchmarkEnqueueTo(b *testing.B, store storage.Store, ids []string) {
+	ctx := context.Background()
+	n := 0
+	for b.Loop() {
+		b.StopTimer()
+		cmd := NewCommand("InstallProfile")
+		b.StartTimer()
+		errs, err := store.EnqueueCommand(ctx, ids, cmd)
+		if err != nil {
+			b.Fatalf("enqueue: %v", err)
+		}
+		for id, err := range errs {
+			if err != nil {
+				b.Fatalf("enqueue to %s: %v", id, err)
+			}
+		}
+		n++
+	}
+	if n > 0 && len(ids) > 0 {
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n*len(ids)), "ns/target")
+	}
+}
+
+// BenchmarkCommandRoundTrip times one command's whole life on one
+// enrollment: enqueue, hand out (RetrieveNextCommand), Acknowledged
+// report — the work of one API call and one device request.
+func BenchmarkCommandRoundTrip(b *testing.B, store storage.Store) {
+	ctx := context.Background()
+	d := EnrollDevices(b, store, 1)[0]
+	ids := []string{d.ID()}
+	r := d.Request()
+	for b.Loop() {
+		b.StopTimer()
+		cmd := NewCommand("ProfileList")
+		report := d.Report(cmd.CommandUUID, mdm.StatusAcknowledged)
+		b.StartTimer()
+		if _, err := store.EnqueueCommand(ctx, ids, cmd); err != nil {
+			b.Fatalf("enqueue: %v", err)
+		}
+		got, err := store.RetrieveNextCommand(r, false)
+		if err != nil || got == nil {
+			b.Fatalf("next command: %v, %v", got, err)
+		}
+		if err := store.StoreCommandReport(r, report); err != nil {
+			b.Fatalf("report: %v", err)
+		}
+	}
+}
+
+// BenchmarkReportAndNext times the server's hot path for a device working
+// through its queue: store an Acknowledged report, then fetch the next
+// command. depth commands are queued up front; when they run out the
+// queue is refilled outside the timer.
+func BenchmarkReportAndNext(b *testing.B, store storage.Store, depth int) {
+	ctx := context.Background()
+	d := EnrollDevices(b, store, 1)[0]
+	ids := []string{d.ID()}
+	r := d.Request()
+	var queue []*mdm.Command
+	refill := func() {
+		for range depth {
+			cmd := NewCommand("ProfileList")
+			if _, err := store.EnqueueCommand(ctx, ids, cmd); err != nil {
+				b.Fatalf("enqueue: %v", err)
+			}
+			queue = append(queue, cmd)
+		}
+	}
+	refill()
+	for b.Loop() {
+		if len(queue) == 0 {
+			b.StopTimer()
+			refill()
+			b.StartTimer()
+		}
+		b.StopTimer()
+		report := d.Report(queue[0].CommandUUID, mdm.StatusAcknowledged)
+		queue = queue[1:]
+		b.StartTimer()
+		if err := store.StoreCommandReport(r, report); err != nil {
+			b.Fatalf("report: %v", err)
+		}
+		next, err := store.RetrieveNextCommand(r, false)
+		if err != nil {
+			b.Fatalf("next command: %v", err)
+		}
+		if len(queue) > 0 && (next == nil || next.CommandUUID != queue[0].CommandUUID) {
+			b.Fatalf("next command: got %v, want %s", next, queue[0].CommandUUID)
+		}
+	}
+}

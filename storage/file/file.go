@@ -41,6 +41,7 @@
 package file
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -358,7 +359,7 @@ func (s *Store) cacheEnrollment(rec *enrollmentRecord) {
 		parentID:   rec.ParentID,
 		enabled:    rec.Enabled,
 		tally:      rec.TokenUpdateTally,
-		push:       mdm.Push{Token: rec.Token, PushMagic: rec.PushMagic, Topic: rec.Topic},
+		push:       mdm.Push{Token: bytes.Clone(rec.Token), PushMagic: rec.PushMagic, Topic: rec.Topic},
 		clearedSeq: rec.ClearedSeq,
 	}
 	if rec.ParentID != "" {

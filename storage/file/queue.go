@@ -93,7 +93,7 @@ func (s *Store) EnqueueCommand(ctx context.Context, ids []string, cmd *mdm.Comma
 	errs := make(map[string]error)
 	targets := make([]string, 0, len(ids))
 	named := make(map[string]struct{}, len(ids))
-	s.mu.Lock()
+	s.mu.RLock()
 	for _, id := range ids {
 		if _, dup := named[id]; dup {
 			continue
@@ -105,16 +105,15 @@ func (s *Store) EnqueueCommand(ctx context.Context, ids []string, cmd *mdm.Comma
 		}
 		targets = append(targets, id)
 	}
-	var seq uint64
-	if len(targets) > 0 {
-		s.seq++
-		seq = s.seq
-	}
-	s.mu.Unlock()
+	s.mu.RUnlock()
 	if len(targets) == 0 {
 		release()
 		return errs, nil
 	}
+	s.mu.Lock()
+	s.seq++
+	seq := s.seq
+	s.mu.Unlock()
 
 	now := time.Now()
 	if err := s.writeCommand(cmd, seq, now, targets); err != nil {

@@ -318,6 +318,7 @@ func (s *Store) EnqueueCommand(_ context.Context, ids []string, cmd *mdm.Command
 		return nil, fmt.Errorf("enqueue %s: %w", cmd.CommandUUID, storage.ErrCommandExists)
 	}
 	errs := make(map[string]error)
+	named := make(map[string]struct{}, len(ids))
 	s.seq++
 	queuedTo := 0
 	for _, id := range ids {
@@ -326,9 +327,10 @@ func (s *Store) EnqueueCommand(_ context.Context, ids []string, cmd *mdm.Command
 			errs[id] = fmt.Errorf("enqueue %s to %q: %w", cmd.CommandUUID, id, storage.ErrNotFound)
 			continue
 		}
-		if slices.ContainsFunc(e.queue, func(q *queued) bool { return q.commandUUID == cmd.CommandUUID }) {
-			continue // named twice in this call
+		if _, dup := named[id]; dup {
+			continue
 		}
+		named[id] = struct{}{}
 		e.queue = append(e.queue, &queued{seq: s.seq, commandUUID: cmd.CommandUUID})
 		queuedTo++
 	}

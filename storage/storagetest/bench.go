@@ -25,6 +25,25 @@ func EnrollDevices(tb testing.TB, store storage.Store, n int) []*Channel {
 	return devs
 }
 
+// batched returns a function handing out values made by build, made in
+// batches of n with the timer stopped, so that building them is not timed
+// and the timer (whose stops are costly) stops rarely.
+func batched[T any](b *testing.B, n int, build func() T) func() T {
+	var buf []T
+	return func() T {
+		if len(buf) == 0 {
+			b.StopTimer()
+			for range n {
+				buf = append(buf, build())
+			}
+			b.StartTimer()
+		}
+		v := buf[0]
+		buf = buf[1:]
+		return v
+	}
+}
+
 // BenchmarkNextCommand times RetrieveNextCommand for an enrollment that has
 // already answered history commands (all Acknowledged) and has one pending.
 // DESIGN.md §2 wants its cost independent of history.
@@ -73,11 +92,10 @@ func BenchmarkEnqueue(b *testing.B, store storage.Store, targets int) {
 // cheaper mode than the one it is timed in.
 func BenchmarkEnqueueTo(b *testing.B, store storage.Store, ids []string) {
 	ctx := context.Background()
+	newCommand := batched(b, 64, func() *mdm.Command { return NewCommand("InstallProfile") })
 	n := 0
 	for b.Loop() {
-		b.StopTimer()
-		cmd := NewCommand("InstallProfile")
-		b.StartTimer()
+		cmd := newCommand()
 		errs, err := store.EnqueueCommand(ctx, ids, cmd)
 		if err != nil {
 			b.Fatalf("enqueue: %v", err)
@@ -102,19 +120,24 @@ func BenchmarkCommandRoundTrip(b *testing.B, store storage.Store) {
 	d := EnrollDevices(b, store, 1)[0]
 	ids := []string{d.ID()}
 	r := d.Request()
-	for b.Loop() {
-		b.StopTimer()
+	type work struct {
+		cmd    *mdm.Command
+		report *mdm.CommandResults
+	}
+	next := batched(b, 256, func() work {
 		cmd := NewCommand("ProfileList")
-		report := d.Report(cmd.CommandUUID, mdm.StatusAcknowledged)
-		b.StartTimer()
-		if _, err := store.EnqueueCommand(ctx, ids, cmd); err != nil {
+		return work{cmd, d.Report(cmd.CommandUUID, mdm.StatusAcknowledged)}
+	})
+	for b.Loop() {
+		w := next()
+		if _, err := store.EnqueueCommand(ctx, ids, w.cmd); err != nil {
 			b.Fatalf("enqueue: %v", err)
 		}
 		got, err := store.RetrieveNextCommand(r, false)
 		if err != nil || got == nil {
 			b.Fatalf("next command: %v, %v", got, err)
 		}
-		if err := store.StoreCommandReport(r, report); err != nil {
+		if err := store.StoreCommandReport(r, w.report); err != nil {
 			b.Fatalf("report: %v", err)
 		}
 	}
@@ -122,37 +145,31 @@ func BenchmarkCommandRoundTrip(b *testing.B, store storage.Store) {
 
 // BenchmarkReportAndNext times the server's hot path for a device working
 // through its queue: store an Acknowledged report, then fetch the next
-// command. depth commands are queued up front; when they run out the
-// queue is refilled outside the timer.
+// command. depth commands are queued at a time, outside the timer.
 func BenchmarkReportAndNext(b *testing.B, store storage.Store, depth int) {
 	ctx := context.Background()
 	d := EnrollDevices(b, store, 1)[0]
 	ids := []string{d.ID()}
 	r := d.Request()
 	var queue []*mdm.Command
-	refill := func() {
-		for range depth {
-			cmd := NewCommand("ProfileList")
-			if _, err := store.EnqueueCommand(ctx, ids, cmd); err != nil {
-				b.Fatalf("enqueue: %v", err)
-			}
-			queue = append(queue, cmd)
-		}
-	}
-	refill()
+	var reports []*mdm.CommandResults
 	for b.Loop() {
 		if len(queue) == 0 {
 			b.StopTimer()
-			refill()
+			for range depth {
+				cmd := NewCommand("ProfileList")
+				if _, err := store.EnqueueCommand(ctx, ids, cmd); err != nil {
+					b.Fatalf("enqueue: %v", err)
+				}
+				queue = append(queue, cmd)
+				reports = append(reports, d.Report(cmd.CommandUUID, mdm.StatusAcknowledged))
+			}
 			b.StartTimer()
 		}
-		b.StopTimer()
-		report := d.Report(queue[0].CommandUUID, mdm.StatusAcknowledged)
-		queue = queue[1:]
-		b.StartTimer()
-		if err := store.StoreCommandReport(r, report); err != nil {
+		if err := store.StoreCommandReport(r, reports[0]); err != nil {
 			b.Fatalf("report: %v", err)
 		}
+		queue, reports = queue[1:], reports[1:]
 		next, err := store.RetrieveNextCommand(r, false)
 		if err != nil {
 			b.Fatalf("next command: %v", err)

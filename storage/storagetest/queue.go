@@ -392,7 +392,9 @@ func testUnusualEnrollmentIDs(t *testing.T, s storage.Store) {
 		"%2e%2e" + u,
 		"UPPER-" + u,
 		"upper-" + u, // differs from the one above only in case
-		strings.Repeat("long", 70) + u,
+		// Long, but within the 255 bytes SQL schemas commonly allow an
+		// ID; long enough to overflow a file name once escaped.
+		strings.Repeat("long", 30) + u,
 	}
 	var devices []*Channel
 	for _, udid := range udids {

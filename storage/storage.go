@@ -35,20 +35,23 @@ type CheckinStore interface {
 	StoreAuthenticate(r *mdm.Request, msg *mdm.Authenticate) error
 	// StoreTokenUpdate stores the channel's push token, push magic, topic
 	// and (if present) unlock token, creates or re-enables the enrollment,
-	// and increments its token-update tally (1 on the first).
+	// and increments its token-update tally (1 on the first TokenUpdate
+	// after the enrollment was created, re-enrolled or checked out, as in
+	// NanoMDM, so webhook consumers can tell a fresh enrollment).
 	StoreTokenUpdate(r *mdm.Request, msg *mdm.TokenUpdate) error
 	// StoreUserAuthenticate stores a UserAuthenticate message (both the
 	// first and the DigestResponse one).
 	StoreUserAuthenticate(r *mdm.Request, msg *mdm.UserAuthenticate) error
-	// Disable disables r's enrollment; for a device channel, its user
-	// channels too. Used for CheckOut.
+	// Disable disables r's enrollment and resets its token-update tally;
+	// for a device channel, its user channels too. Used for CheckOut.
 	Disable(r *mdm.Request) error
 }
 
 // TokenUpdateTallyStore reads the token-update tally of an enrollment.
 type TokenUpdateTallyStore interface {
 	// RetrieveTokenUpdateTally returns how many TokenUpdates enrollment id
-	// has sent since it was created; ErrNotFound for an unknown id.
+	// has sent since it was created, re-enrolled or checked out;
+	// ErrNotFound for an unknown id.
 	RetrieveTokenUpdateTally(ctx context.Context, id string) (int, error)
 }
 
@@ -63,16 +66,20 @@ type BootstrapTokenStore interface {
 
 // CommandQueueStore is the per-enrollment command queue a device drains.
 type CommandQueueStore interface {
-	// StoreCommandReport records a device's answer. Idle records nothing
-	// but the visit; NotNow keeps the command pending (counting the NotNow);
-	// any other Status is final and takes the command out of the pending
-	// set. A report for an unknown or already-final command is a no-op, not
-	// an error.
+	// StoreCommandReport records a device's answer. Idle records no
+	// result, but ends the NotNow deferral: commands the enrollment
+	// answered NotNow become eligible again. NotNow keeps the command
+	// pending (counting the NotNow) but deferred until the next Idle. Any
+	// other non-empty Status is final and takes the command out of the
+	// pending set. A report for an unknown or already-final command is a
+	// no-op, not an error (the first final answer wins).
 	StoreCommandReport(r *mdm.Request, report *mdm.CommandResults) error
 	// RetrieveNextCommand returns the oldest pending command of r's
-	// enrollment (strict enqueue order), skipping NotNow'd ones when
-	// skipNotNow is set; nil (and no error) when there is none.
-	RetrieveNextCommand(r *mdm.Request, skipNotNow bool) (*mdm.Command, error)
+	// enrollment (strict enqueue order) that is not deferred by a NotNow
+	// since the enrollment's last Idle; nil (and no error) when there is
+	// none. So right after a NotNow the NotNow'd commands are skipped for
+	// the rest of that exchange, and the next Idle makes them eligible.
+	RetrieveNextCommand(r *mdm.Request) (*mdm.Command, error)
 }
 
 // CommandEnqueuer queues commands for enrollments.

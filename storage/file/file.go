@@ -124,6 +124,10 @@ type pendingCommand struct {
 	notNow      int
 	firstNotNow time.Time
 	lastNotNow  time.Time
+	// deferred is set by a NotNow and cleared by the next Idle: until
+	// then the command is skipped. It lives in memory only: after a
+	// restart NotNow'd commands are eligible at once, as after an Idle.
+	deferred bool
 }
 
 // enrollmentRecord is enrollment.json: one channel, from its TokenUpdates.

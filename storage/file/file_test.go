@@ -125,10 +125,11 @@ func TestReopen(t *testing.T) {
 	}
 
 	s = open(t, dir)
-	next(t, s, d, true, c) // a is still NotNow'd
-	next(t, s, d, false, a)
-	next(t, s, u, false, nil)
-	next(t, s, re, false, nil) // cleared before the restart
+	// a was NotNow'd before the restart: the deferral lives in memory, so
+	// a restart ends it like an Idle would, and a is first again.
+	next(t, s, d, a)
+	next(t, s, u, nil)
+	next(t, s, re, nil) // cleared before the restart
 	// A new command goes after the old ones, and to the re-enrolled
 	// device once it is back.
 	later := storagetest.NewCommand("Later")
@@ -137,10 +138,10 @@ func TestReopen(t *testing.T) {
 	}
 	mustEnqueue(t, s, later, d.ID(), re.ID())
 	report(t, s, d, a.CommandUUID, mdm.StatusAcknowledged)
-	next(t, s, d, false, c)
+	next(t, s, d, c)
 	report(t, s, d, c.CommandUUID, mdm.StatusAcknowledged)
-	next(t, s, d, false, later)
-	next(t, s, re, false, later)
+	next(t, s, d, later)
+	next(t, s, re, later)
 	if _, err := s.EnqueueCommand(ctx, []string{d.ID()}, a); !errors.Is(err, storage.ErrCommandExists) {
 		t.Fatalf("enqueue of a CommandUUID from before the restart: %v, want ErrCommandExists", err)
 	}
@@ -183,7 +184,7 @@ func TestUncommittedEnqueue(t *testing.T) {
 	s.Close()
 
 	s = open(t, dir)
-	next(t, s, d, false, nil)
+	next(t, s, d, nil)
 	if _, err := os.Stat(s.queuedPath(cmd.CommandUUID)); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("uncommitted targets file kept: %v", err)
 	}
@@ -191,7 +192,7 @@ func TestUncommittedEnqueue(t *testing.T) {
 		t.Fatalf("tmp not emptied: %v", entries)
 	}
 	mustEnqueue(t, s, cmd, d.ID())
-	next(t, s, d, false, cmd)
+	next(t, s, d, cmd)
 }
 
 // TestQueuedFileLifetime: a command's targets file lives while some target
@@ -269,8 +270,8 @@ func TestIDsStayInside(t *testing.T) {
 		storagetest.Enroll(t, s, d, u)
 		cmd := storagetest.NewCommandWithUUID("../../escape-"+storagetest.NewUUID(), "Escape")
 		mustEnqueue(t, s, cmd, d.ID(), u.ID())
-		next(t, s, d, false, cmd)
-		next(t, s, u, false, cmd)
+		next(t, s, d, cmd)
+		next(t, s, u, cmd)
 		report(t, s, d, cmd.CommandUUID, mdm.StatusAcknowledged)
 		if err := s.AssociateCertHash(ctx, "../"+udid, "../../escape", d.Cert.NotAfter); err != nil {
 			t.Fatal(err)
@@ -355,9 +356,9 @@ func report(t testing.TB, s *Store, c *storagetest.Channel, uuid, status string)
 }
 
 // next asserts c's next command is want (nil: none).
-func next(t testing.TB, s *Store, c *storagetest.Channel, skipNotNow bool, want *mdm.Command) {
+func next(t testing.TB, s *Store, c *storagetest.Channel, want *mdm.Command) {
 	t.Helper()
-	got, err := s.RetrieveNextCommand(c.Request(), skipNotNow)
+	got, err := s.RetrieveNextCommand(c.Request())
 	if err != nil {
 		t.Fatalf("next command of %s: %v", c.ID(), err)
 	}

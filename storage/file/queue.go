@@ -189,11 +189,11 @@ func (s *Store) readCommand(uuid string) (*mdm.Command, error) {
 
 // RetrieveNextCommand implements storage.CommandQueueStore: an in-memory
 // look-up, then one read of the command's file.
-func (s *Store) RetrieveNextCommand(r *mdm.Request, skipNotNow bool) (*mdm.Command, error) {
+func (s *Store) RetrieveNextCommand(r *mdm.Request) (*mdm.Command, error) {
 	var uuid string
 	s.mu.RLock()
 	for _, p := range s.pending[r.ID] {
-		if skipNotNow && p.notNow > 0 {
+		if p.deferred {
 			continue
 		}
 		uuid = p.commandUUID
@@ -217,6 +217,7 @@ func (s *Store) StoreCommandReport(r *mdm.Request, report *mdm.CommandResults) e
 	now := time.Now()
 	s.touchSeen(r.ID, now)
 	if report.Status == "" || report.Status == mdm.StatusIdle {
+		s.endDeferral(r.ID)
 		return nil
 	}
 	mu := s.stripe(r.DeviceID())
@@ -265,6 +266,7 @@ func (s *Store) StoreCommandReport(r *mdm.Request, report *mdm.CommandResults) e
 	if i = findPending(q, report.CommandUUID); i >= 0 {
 		if notNow {
 			q[i].notNow, q[i].firstNotNow, q[i].lastNotNow = p.notNow, p.firstNotNow, p.lastNotNow
+			q[i].deferred = true
 		} else {
 			q = slices.Delete(q, i, i+1)
 			if len(q) == 0 {
@@ -280,4 +282,21 @@ func (s *Store) StoreCommandReport(r *mdm.Request, report *mdm.CommandResults) e
 		s.removeQueued([]string{report.CommandUUID})
 	}
 	return nil
+}
+
+// endDeferral makes the enrollment's NotNow'd commands eligible again (an
+// Idle report). It only touches memory, and only when something is
+// deferred.
+func (s *Store) endDeferral(id string) {
+	s.mu.RLock()
+	any := slices.ContainsFunc(s.pending[id], func(p *pendingCommand) bool { return p.deferred })
+	s.mu.RUnlock()
+	if !any {
+		return
+	}
+	s.mu.Lock()
+	for _, p := range s.pending[id] {
+		p.deferred = false
+	}
+	s.mu.Unlock()
 }

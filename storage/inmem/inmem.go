@@ -55,6 +55,9 @@ type queued struct {
 	notNow      int
 	firstNotNow time.Time
 	lastNotNow  time.Time
+	// deferred is set by a NotNow and cleared by the next Idle: until
+	// then the command is skipped.
+	deferred bool
 }
 
 // result is the last answer an enrollment gave to a command.
@@ -255,6 +258,9 @@ func (s *Store) StoreCommandReport(r *mdm.Request, report *mdm.CommandResults) e
 	}
 	e.lastSeenAt = now
 	if report.Status == "" || report.Status == mdm.StatusIdle {
+		for _, q := range e.queue {
+			q.deferred = false
+		}
 		return nil
 	}
 	i := slices.IndexFunc(e.queue, func(q *queued) bool { return q.commandUUID == report.CommandUUID })
@@ -266,6 +272,7 @@ func (s *Store) StoreCommandReport(r *mdm.Request, report *mdm.CommandResults) e
 	q := e.queue[i]
 	if report.Status == mdm.StatusNotNow {
 		q.notNow++
+		q.deferred = true
 		if q.firstNotNow.IsZero() {
 			q.firstNotNow = now
 		}
@@ -283,7 +290,7 @@ func (s *Store) StoreCommandReport(r *mdm.Request, report *mdm.CommandResults) e
 }
 
 // RetrieveNextCommand implements storage.CommandQueueStore.
-func (s *Store) RetrieveNextCommand(r *mdm.Request, skipNotNow bool) (*mdm.Command, error) {
+func (s *Store) RetrieveNextCommand(r *mdm.Request) (*mdm.Command, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.enrollments[r.ID]
@@ -291,7 +298,7 @@ func (s *Store) RetrieveNextCommand(r *mdm.Request, skipNotNow bool) (*mdm.Comma
 		return nil, nil
 	}
 	for _, q := range e.queue {
-		if skipNotNow && q.notNow > 0 {
+		if q.deferred {
 			continue
 		}
 		c := s.commands[q.commandUUID]

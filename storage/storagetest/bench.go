@@ -66,7 +66,7 @@ func BenchmarkNextCommand(b *testing.B, store storage.Store, history int) {
 	}
 	r := d.Request()
 	for b.Loop() {
-		cmd, err := store.RetrieveNextCommand(r, false)
+		cmd, err := store.RetrieveNextCommand(r)
 		if err != nil {
 			b.Fatalf("next command: %v", err)
 		}
@@ -133,7 +133,7 @@ func BenchmarkCommandRoundTrip(b *testing.B, store storage.Store) {
 		if _, err := store.EnqueueCommand(ctx, ids, w.cmd); err != nil {
 			b.Fatalf("enqueue: %v", err)
 		}
-		got, err := store.RetrieveNextCommand(r, false)
+		got, err := store.RetrieveNextCommand(r)
 		if err != nil || got == nil {
 			b.Fatalf("next command: %v, %v", got, err)
 		}
@@ -170,7 +170,7 @@ func BenchmarkReportAndNext(b *testing.B, store storage.Store, depth int) {
 			b.Fatalf("report: %v", err)
 		}
 		queue, reports = queue[1:], reports[1:]
-		next, err := store.RetrieveNextCommand(r, false)
+		next, err := store.RetrieveNextCommand(r)
 		if err != nil {
 			b.Fatalf("next command: %v", err)
 		}

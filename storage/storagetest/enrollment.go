@@ -27,26 +27,26 @@ func testReEnrollClears(t *testing.T, s storage.Store) {
 	mustEnqueue(t, s, a, d.ID(), u1.ID(), other.ID())
 	mustEnqueue(t, s, b, u2.ID(), d.ID())
 	mustEnqueue(t, s, c, d.ID())
-	wantNext(t, s, d, false, a)
+	wantNext(t, s, d, a)
 	mustReport(t, s, d, a.CommandUUID, mdm.StatusNotNow)
-	wantNext(t, s, u1, false, a) // handed out, unanswered
+	wantNext(t, s, u1, a) // handed out, unanswered
 
 	mustAuthenticate(t, s, d)
 
 	all := []*Channel{d, u1, u2, other}
 	for _, ch := range []*Channel{d, u1, u2} {
-		wantNone(t, s, ch, false)
+		wantNone(t, s, ch)
 	}
 	wantBootstrapToken(t, s, d, nil)
 	wantBootstrapToken(t, s, u1, nil)
 	wantPushable(t, s, all, other)
-	wantNext(t, s, other, false, a)
+	wantNext(t, s, other, a)
 
 	// A late answer to a cleared command does not bring it back.
 	mustReport(t, s, d, a.CommandUUID, mdm.StatusNotNow)
 	mustReport(t, s, u1, a.CommandUUID, mdm.StatusNotNow)
-	wantNone(t, s, d, false)
-	wantNone(t, s, u1, false)
+	wantNone(t, s, d)
+	wantNone(t, s, u1)
 
 	// Channels come back one TokenUpdate at a time; the disabled ones
 	// are still known, so they can be queued to.
@@ -55,11 +55,11 @@ func testReEnrollClears(t *testing.T, s storage.Store) {
 	wantPushable(t, s, all, d, other)
 	fresh := NewCommand("Fresh")
 	mustEnqueue(t, s, fresh, d.ID(), u1.ID())
-	wantNext(t, s, d, false, fresh)
+	wantNext(t, s, d, fresh)
 	mustTokenUpdate(t, s, u1, nil)
 	wantPushable(t, s, all, d, u1, other)
-	wantNext(t, s, u1, false, fresh)
-	wantNone(t, s, u2, false)
+	wantNext(t, s, u1, fresh)
+	wantNone(t, s, u2)
 }
 
 // testTokenUpdateTally: the tally counts TokenUpdates (1 on the first) per
@@ -120,8 +120,8 @@ func testDisableDevice(t *testing.T, s storage.Store) {
 	wantPushable(t, s, all, d, other)
 	mustTokenUpdate(t, s, u1, nil)
 	wantPushable(t, s, all, d, u1, other)
-	wantNext(t, s, d, false, cmd)
-	wantNext(t, s, u1, false, cmd)
+	wantNext(t, s, d, cmd)
+	wantNext(t, s, u1, cmd)
 }
 
 // testDisableUserChannel: CheckOut of a user channel disables only it.

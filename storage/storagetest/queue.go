@@ -17,9 +17,9 @@ import (
 // their CommandUUIDs sort the other way round.
 func testQueueFIFO(t *testing.T, s storage.Store) {
 	d := NewDevice()
-	wantNone(t, s, d, false) // an enrollment the store has never seen
+	wantNone(t, s, d) // an enrollment the store has never seen
 	Enroll(t, s, d)
-	wantNone(t, s, d, false)
+	wantNone(t, s, d)
 
 	cmds := make([]*mdm.Command, 40)
 	for i := range cmds {
@@ -32,13 +32,13 @@ func testQueueFIFO(t *testing.T, s storage.Store) {
 		mustEnqueue(t, s, c, d.ID())
 	}
 	for _, c := range cmds {
-		wantNext(t, s, d, false, c)
+		wantNext(t, s, d, c)
 		// With nothing NotNow'd, skipNotNow changes nothing.
-		wantNext(t, s, d, true, c)
+		wantNext(t, s, d, c)
 		mustReport(t, s, d, c.CommandUUID, mdm.StatusAcknowledged)
 	}
-	wantNone(t, s, d, false)
-	wantNone(t, s, d, true)
+	wantNone(t, s, d)
+	wantNone(t, s, d)
 }
 
 // testQueueFIFOInterleaved: per-enrollment FIFO holds when single- and
@@ -56,10 +56,10 @@ func testQueueFIFOInterleaved(t *testing.T, s storage.Store) {
 		want []*mdm.Command
 	}{{d1, []*mdm.Command{a, c, d}}, {d2, []*mdm.Command{a, b, d}}} {
 		for _, cmd := range step.want {
-			wantNext(t, s, step.ch, false, cmd)
+			wantNext(t, s, step.ch, cmd)
 			mustReport(t, s, step.ch, cmd.CommandUUID, mdm.StatusAcknowledged)
 		}
-		wantNone(t, s, step.ch, false)
+		wantNone(t, s, step.ch)
 	}
 }
 
@@ -72,14 +72,14 @@ func testQueueByteExact(t *testing.T, s storage.Store) {
 	want := &mdm.Command{CommandUUID: cmd.CommandUUID, Command: cmd.Command, Raw: bytes.Clone(cmd.Raw)}
 	mustEnqueue(t, s, cmd, d.ID())
 	clear(cmd.Raw) // the API handler's buffer, reused after the call
-	wantNext(t, s, d, false, want)
+	wantNext(t, s, d, want)
 
-	got, err := s.RetrieveNextCommand(d.Request(), false)
+	got, err := s.RetrieveNextCommand(d.Request())
 	if err != nil || got == nil {
 		t.Fatalf("next command: %v, %v", got, err)
 	}
 	clear(got.Raw) // a caller scribbling on what it was handed
-	wantNext(t, s, d, false, want)
+	wantNext(t, s, d, want)
 }
 
 // testQueueAtLeastOnce: a command handed out but not answered is handed
@@ -90,12 +90,12 @@ func testQueueAtLeastOnce(t *testing.T, s storage.Store) {
 	a, b := NewCommand("A"), NewCommand("B")
 	mustEnqueue(t, s, a, d.ID())
 	mustEnqueue(t, s, b, d.ID())
-	wantNext(t, s, d, false, a)
-	wantNext(t, s, d, false, a) // the device never answered: again
+	wantNext(t, s, d, a)
+	wantNext(t, s, d, a) // the device never answered: again
 	mustIdle(t, s, d)
-	wantNext(t, s, d, false, a)
+	wantNext(t, s, d, a)
 	mustReport(t, s, d, a.CommandUUID, mdm.StatusAcknowledged)
-	wantNext(t, s, d, false, b)
+	wantNext(t, s, d, b)
 }
 
 // testQueueFinalStatuses: every Status but Idle and NotNow is final.
@@ -112,21 +112,22 @@ func testQueueFinalStatuses(t *testing.T, s storage.Store) {
 			a, b := NewCommand("A"), NewCommand("B")
 			mustEnqueue(t, s, a, d.ID())
 			mustEnqueue(t, s, b, d.ID())
-			wantNext(t, s, d, false, a)
+			wantNext(t, s, d, a)
 			mustReport(t, s, d, a.CommandUUID, status)
-			wantNext(t, s, d, false, b)
-			wantNext(t, s, d, true, b)
+			wantNext(t, s, d, b)
+			wantNext(t, s, d, b)
 			mustIdle(t, s, d)
-			wantNext(t, s, d, false, b) // a never comes back
+			wantNext(t, s, d, b) // a never comes back
 			mustReport(t, s, d, b.CommandUUID, status)
-			wantNone(t, s, d, false)
+			wantNone(t, s, d)
 		})
 	}
 }
 
-// testQueueNotNow: NotNow'd commands are skipped right after a NotNow,
-// come back in their original place at the next Idle, and become final on
-// a later final status.
+// testQueueNotNow: right after a NotNow, NotNow'd commands are skipped
+// for the rest of the exchange (even after other commands are answered);
+// the next Idle makes them eligible again in their original place; a later
+// final status is final.
 func testQueueNotNow(t *testing.T, s storage.Store) {
 	t.Run("SkipThenIdle", func(t *testing.T) {
 		d := NewDevice()
@@ -135,26 +136,49 @@ func testQueueNotNow(t *testing.T, s storage.Store) {
 		for _, cmd := range []*mdm.Command{a, b, c} {
 			mustEnqueue(t, s, cmd, d.ID())
 		}
-		wantNext(t, s, d, false, a)
+		wantNext(t, s, d, a)
 		mustReport(t, s, d, a.CommandUUID, mdm.StatusNotNow)
-		wantNext(t, s, d, true, b)
+		wantNext(t, s, d, b)
 		mustReport(t, s, d, b.CommandUUID, mdm.StatusNotNow)
-		wantNext(t, s, d, true, c)
+		wantNext(t, s, d, c)
 		mustReport(t, s, d, c.CommandUUID, mdm.StatusNotNow)
-		wantNone(t, s, d, true) // everything left is NotNow'd
+		wantNone(t, s, d) // everything left is NotNow'd
 		// The next Idle: NotNow'd commands are eligible again, in order.
 		mustIdle(t, s, d)
-		wantNext(t, s, d, false, a)
+		wantNext(t, s, d, a)
 		mustReport(t, s, d, a.CommandUUID, mdm.StatusAcknowledged)
-		wantNext(t, s, d, false, b)
+		wantNext(t, s, d, b)
 		mustReport(t, s, d, b.CommandUUID, mdm.StatusAcknowledged)
-		wantNext(t, s, d, false, c)
+		wantNext(t, s, d, c)
 		// NotNow again, then final.
 		mustReport(t, s, d, c.CommandUUID, mdm.StatusNotNow)
-		wantNone(t, s, d, true)
-		wantNext(t, s, d, false, c)
+		wantNone(t, s, d)
+		mustIdle(t, s, d)
+		wantNext(t, s, d, c)
 		mustReport(t, s, d, c.CommandUUID, mdm.StatusError)
-		wantNone(t, s, d, false)
+		wantNone(t, s, d)
+		mustIdle(t, s, d)
+		wantNone(t, s, d)
+	})
+	t.Run("RestOfExchange", func(t *testing.T) {
+		d := NewDevice()
+		Enroll(t, s, d)
+		a, b, c := NewCommand("A"), NewCommand("B"), NewCommand("C")
+		for _, cmd := range []*mdm.Command{a, b, c} {
+			mustEnqueue(t, s, cmd, d.ID())
+		}
+		wantNext(t, s, d, a)
+		mustReport(t, s, d, a.CommandUUID, mdm.StatusNotNow)
+		wantNext(t, s, d, b)
+		// Answering b does not bring a back within the same exchange.
+		mustReport(t, s, d, b.CommandUUID, mdm.StatusAcknowledged)
+		wantNext(t, s, d, c)
+		mustReport(t, s, d, c.CommandUUID, mdm.StatusAcknowledged)
+		wantNone(t, s, d)
+		mustIdle(t, s, d)
+		wantNext(t, s, d, a)
+		mustReport(t, s, d, a.CommandUUID, mdm.StatusAcknowledged)
+		wantNone(t, s, d)
 	})
 	t.Run("OriginalPosition", func(t *testing.T) {
 		d := NewDevice()
@@ -162,47 +186,64 @@ func testQueueNotNow(t *testing.T, s storage.Store) {
 		a, b := NewCommand("A"), NewCommand("B")
 		mustEnqueue(t, s, a, d.ID())
 		mustEnqueue(t, s, b, d.ID())
-		wantNext(t, s, d, false, a)
+		wantNext(t, s, d, a)
 		mustReport(t, s, d, a.CommandUUID, mdm.StatusNotNow)
-		wantNext(t, s, d, true, b) // handed out, not answered
+		wantNext(t, s, d, b) // handed out, not answered
 		// A command enqueued after the NotNow is not NotNow'd.
 		c := NewCommand("C")
 		mustEnqueue(t, s, c, d.ID())
-		wantNext(t, s, d, true, b)
+		wantNext(t, s, d, b)
 		mustIdle(t, s, d)
-		wantNext(t, s, d, false, a) // a before b: its original place
+		wantNext(t, s, d, a) // a before b: its original place
 		mustReport(t, s, d, a.CommandUUID, mdm.StatusNotNow)
 		mustReport(t, s, d, a.CommandUUID, mdm.StatusNotNow) // twice is fine
-		wantNext(t, s, d, true, b)
+		wantNext(t, s, d, b)
 		mustReport(t, s, d, b.CommandUUID, mdm.StatusAcknowledged)
-		wantNext(t, s, d, false, a)
-		mustReport(t, s, d, a.CommandUUID, mdm.StatusAcknowledged)
-		wantNext(t, s, d, false, c)
+		wantNext(t, s, d, c)
 		mustReport(t, s, d, c.CommandUUID, mdm.StatusAcknowledged)
-		wantNone(t, s, d, false)
+		wantNone(t, s, d)
+		mustIdle(t, s, d)
+		wantNext(t, s, d, a)
+		mustReport(t, s, d, a.CommandUUID, mdm.StatusAcknowledged)
+		wantNone(t, s, d)
+	})
+	t.Run("PerEnrollment", func(t *testing.T) {
+		d := NewDevice()
+		Enroll(t, s, d)
+		u := d.NewUser()
+		Enroll(t, s, u)
+		cmd := NewCommand("A")
+		mustEnqueue(t, s, cmd, d.ID(), u.ID())
+		wantNext(t, s, d, cmd)
+		mustReport(t, s, d, cmd.CommandUUID, mdm.StatusNotNow)
+		wantNone(t, s, d)
+		// The user channel's copy is not deferred by the device's NotNow.
+		wantNext(t, s, u, cmd)
+		// Nor does the user channel's Idle end the device's deferral.
+		mustIdle(t, s, u)
+		wantNone(t, s, d)
 	})
 }
 
-// testQueueIdle: an Idle report records nothing and changes nothing, even
-// one that (wrongly) names a pending command.
+// testQueueIdle: an Idle report records no result, even one that (wrongly)
+// names a pending command; it only ends a NotNow deferral.
 func testQueueIdle(t *testing.T, s storage.Store) {
 	d := NewDevice()
 	Enroll(t, s, d)
 	mustIdle(t, s, d) // empty queue
-	wantNone(t, s, d, false)
+	wantNone(t, s, d)
 	a, b := NewCommand("A"), NewCommand("B")
 	mustEnqueue(t, s, a, d.ID())
 	mustEnqueue(t, s, b, d.ID())
 	mustIdle(t, s, d)
-	wantNext(t, s, d, false, a)
+	wantNext(t, s, d, a)
 	mustReport(t, s, d, a.CommandUUID, mdm.StatusIdle) // Idle with a UUID
-	wantNext(t, s, d, false, a)
+	wantNext(t, s, d, a)
 	mustReport(t, s, d, a.CommandUUID, mdm.StatusNotNow)
+	wantNext(t, s, d, b) // a deferred
 	mustIdle(t, s, d)
-	// Idle stored nothing: a is still NotNow'd (skipped when asked to),
-	// and still pending.
-	wantNext(t, s, d, true, b)
-	wantNext(t, s, d, false, a)
+	// The NotNow was not final: a is pending again, ahead of b.
+	wantNext(t, s, d, a)
 }
 
 // testQueueUnknownAndDuplicateReports: reports for unknown commands, for
@@ -218,8 +259,8 @@ func testQueueUnknownAndDuplicateReports(t *testing.T, s storage.Store) {
 	for _, status := range []string{mdm.StatusAcknowledged, mdm.StatusNotNow, mdm.StatusError} {
 		mustReport(t, s, d, NewUUID(), status) // unknown CommandUUID
 	}
-	wantNext(t, s, d, false, a)
-	wantNext(t, s, d, true, a)
+	wantNext(t, s, d, a)
+	wantNext(t, s, d, a)
 
 	mustReport(t, s, d, a.CommandUUID, mdm.StatusAcknowledged)
 	// Duplicates of a final command, including a late NotNow, change
@@ -227,24 +268,24 @@ func testQueueUnknownAndDuplicateReports(t *testing.T, s storage.Store) {
 	mustReport(t, s, d, a.CommandUUID, mdm.StatusAcknowledged)
 	mustReport(t, s, d, a.CommandUUID, mdm.StatusError)
 	mustReport(t, s, d, a.CommandUUID, mdm.StatusNotNow)
-	wantNext(t, s, d, false, b)
-	wantNext(t, s, d, true, b)
+	wantNext(t, s, d, b)
+	wantNext(t, s, d, b)
 	mustIdle(t, s, d)
-	wantNext(t, s, d, false, b)
+	wantNext(t, s, d, b)
 
 	// A command of another enrollment reported by d: no effect on either.
 	mustReport(t, s, d, theirs.CommandUUID, mdm.StatusAcknowledged)
 	mustReport(t, s, d, theirs.CommandUUID, mdm.StatusNotNow)
-	wantNext(t, s, other, false, theirs)
-	wantNext(t, s, other, true, theirs)
-	wantNext(t, s, d, false, b)
+	wantNext(t, s, other, theirs)
+	wantNext(t, s, other, theirs)
+	wantNext(t, s, d, b)
 
 	// A report from an enrollment the store has never seen.
 	stranger := NewDevice()
 	mustReport(t, s, stranger, b.CommandUUID, mdm.StatusAcknowledged)
 	mustIdle(t, s, stranger)
-	wantNone(t, s, stranger, false)
-	wantNext(t, s, d, false, b)
+	wantNone(t, s, stranger)
+	wantNext(t, s, d, b)
 }
 
 // testQueuePerChannel: every channel kind has its own queue; a device
@@ -275,17 +316,17 @@ func testQueuePerChannel(t *testing.T, s storage.Store) {
 	shared2 := NewCommand("Both")
 	mustEnqueue(t, s, shared2, ue.ID(), ueUser.ID())
 	for _, c := range all {
-		wantNext(t, s, c, false, cmds[c.ID()])
+		wantNext(t, s, c, cmds[c.ID()])
 		mustReport(t, s, c, cmds[c.ID()].CommandUUID, mdm.StatusAcknowledged)
 	}
-	wantNext(t, s, ue, false, shared2)
-	wantNext(t, s, ueUser, false, shared2)
+	wantNext(t, s, ue, shared2)
+	wantNext(t, s, ueUser, shared2)
 	mustReport(t, s, ue, shared2.CommandUUID, mdm.StatusAcknowledged)
-	wantNone(t, s, ue, false)
-	wantNext(t, s, ueUser, false, shared2) // the user channel has not answered
+	wantNone(t, s, ue)
+	wantNext(t, s, ueUser, shared2) // the user channel has not answered
 	mustReport(t, s, ueUser, shared2.CommandUUID, mdm.StatusAcknowledged)
 	for _, c := range all {
-		wantNone(t, s, c, false)
+		wantNone(t, s, c)
 	}
 }
 
@@ -310,13 +351,13 @@ func testEnqueueMultiTarget(t *testing.T, s storage.Store) {
 		}
 	}
 	for _, c := range []*Channel{d1, d2, u1} {
-		wantNext(t, s, c, false, cmd)
+		wantNext(t, s, c, cmd)
 		mustReport(t, s, c, cmd.CommandUUID, mdm.StatusAcknowledged)
-		wantNone(t, s, c, false) // queued once, though d1 was named twice
+		wantNone(t, s, c) // queued once, though d1 was named twice
 	}
 	// The disabled enrollment got it too; it sees it once re-enabled.
 	mustTokenUpdate(t, s, off, nil)
-	wantNext(t, s, off, false, cmd)
+	wantNext(t, s, off, cmd)
 }
 
 // testEnqueueUnknownIDs: IDs that are not known enrollments (never sent a
@@ -344,10 +385,10 @@ func testEnqueueUnknownIDs(t *testing.T, s storage.Store) {
 	for _, id := range unknown {
 		errNotFoundFor(t, errs, id)
 	}
-	wantNext(t, s, known, false, cmd)
+	wantNext(t, s, known, cmd)
 	// authOnly becomes known at its TokenUpdate, but was not queued to.
 	mustTokenUpdate(t, s, authOnly, nil)
-	wantNone(t, s, authOnly, false)
+	wantNone(t, s, authOnly)
 }
 
 // testEnqueueExistingCommandUUID: a CommandUUID can be enqueued once;
@@ -363,17 +404,17 @@ func testEnqueueExistingCommandUUID(t *testing.T, s storage.Store) {
 			t.Fatalf("enqueue of existing %s: %v, want ErrCommandExists", cmd.CommandUUID, err)
 		}
 	}
-	wantNone(t, s, d2, false)
-	wantNext(t, s, d1, false, cmd) // the original bytes
+	wantNone(t, s, d2)
+	wantNext(t, s, d1, cmd) // the original bytes
 	mustReport(t, s, d1, cmd.CommandUUID, mdm.StatusAcknowledged)
-	wantNone(t, s, d1, false) // queued once
+	wantNone(t, s, d1) // queued once
 
 	// Still taken once answered everywhere.
 	_, err := s.EnqueueCommand(context.Background(), []string{d2.ID()}, cmd)
 	if !errors.Is(err, storage.ErrCommandExists) {
 		t.Fatalf("enqueue of answered %s: %v, want ErrCommandExists", cmd.CommandUUID, err)
 	}
-	wantNone(t, s, d2, false)
+	wantNone(t, s, d2)
 }
 
 // testUnusualEnrollmentIDs: enrollment IDs are opaque strings; path
@@ -409,9 +450,9 @@ func testUnusualEnrollmentIDs(t *testing.T, s storage.Store) {
 		mustEnqueue(t, s, cmds[i], d.ID())
 	}
 	for i, d := range devices {
-		wantNext(t, s, d, false, cmds[i])
+		wantNext(t, s, d, cmds[i])
 		wantTally(t, s, d, 1)
 		mustReport(t, s, d, cmds[i].CommandUUID, mdm.StatusAcknowledged)
-		wantNone(t, s, d, false)
+		wantNone(t, s, d)
 	}
 }

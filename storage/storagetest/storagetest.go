@@ -71,19 +71,18 @@ func mustEnqueue(t testing.TB, s storage.Store, cmd *mdm.Command, ids ...string)
 	}
 }
 
-// wantNext asserts that c's next command (with skipNotNow) is want,
-// delivered byte-exact.
-func wantNext(t testing.TB, s storage.Store, c *Channel, skipNotNow bool, want *mdm.Command) {
+// wantNext asserts that c's next command is want, delivered byte-exact.
+func wantNext(t testing.TB, s storage.Store, c *Channel, want *mdm.Command) {
 	t.Helper()
-	got, err := s.RetrieveNextCommand(c.Request(), skipNotNow)
+	got, err := s.RetrieveNextCommand(c.Request())
 	if err != nil {
-		t.Fatalf("next command of %s (skipNotNow=%v): %v", c.ID(), skipNotNow, err)
+		t.Fatalf("next command of %s: %v", c.ID(), err)
 	}
 	if got == nil {
-		t.Fatalf("next command of %s (skipNotNow=%v): got none, want %s", c.ID(), skipNotNow, want.CommandUUID)
+		t.Fatalf("next command of %s: got none, want %s", c.ID(), want.CommandUUID)
 	}
 	if got.CommandUUID != want.CommandUUID {
-		t.Fatalf("next command of %s (skipNotNow=%v): got %s, want %s", c.ID(), skipNotNow, got.CommandUUID, want.CommandUUID)
+		t.Fatalf("next command of %s: got %s, want %s", c.ID(), got.CommandUUID, want.CommandUUID)
 	}
 	if got.RequestType() != want.RequestType() {
 		t.Fatalf("command %s: RequestType %q, want %q", want.CommandUUID, got.RequestType(), want.RequestType())
@@ -93,15 +92,15 @@ func wantNext(t testing.TB, s storage.Store, c *Channel, skipNotNow bool, want *
 	}
 }
 
-// wantNone asserts that c has no next command (with skipNotNow).
-func wantNone(t testing.TB, s storage.Store, c *Channel, skipNotNow bool) {
+// wantNone asserts that c has no next command.
+func wantNone(t testing.TB, s storage.Store, c *Channel) {
 	t.Helper()
-	got, err := s.RetrieveNextCommand(c.Request(), skipNotNow)
+	got, err := s.RetrieveNextCommand(c.Request())
 	if err != nil {
-		t.Fatalf("next command of %s (skipNotNow=%v): %v", c.ID(), skipNotNow, err)
+		t.Fatalf("next command of %s: %v", c.ID(), err)
 	}
 	if got != nil {
-		t.Fatalf("next command of %s (skipNotNow=%v): got %s, want none", c.ID(), skipNotNow, got.CommandUUID)
+		t.Fatalf("next command of %s: got %s, want none", c.ID(), got.CommandUUID)
 	}
 }
 

@@ -1,0 +1,119 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseConfigEnvironment(t *testing.T) {
+	env := map[string]string{
+		"PICOMDM_LISTEN":      ":9999",
+		"NANOMDM_LISTEN":      ":8888",
+		"NANOMDM_DEBUG":       "1",
+		"NANOMDM_STORAGE_DSN": "/var/db",
+	}
+	cfg, err := parseConfig([]string{"-api", "k"}, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != ":9999" || !cfg.Debug || cfg.StorageDSN != "/var/db" || cfg.APIKey != "k" {
+		t.Fatalf("config: %+v", cfg)
+	}
+	if _, err := parseConfig(nil, func(k string) string {
+		if k == "PICOMDM_DEBUG" {
+			return "maybe"
+		}
+		return ""
+	}, io.Discard); err == nil || !strings.Contains(err.Error(), "PICOMDM_DEBUG") {
+		t.Fatalf("bad env value: %v", err)
+	}
+	if _, err := parseConfig([]string{"stray"}, nil, io.Discard); err == nil {
+		t.Fatal("stray argument accepted")
+	}
+	cfg, _ = parseConfig(nil, nil, io.Discard)
+	if cfg.StorageDSN != "db" || cfg.Storage != "file" || cfg.Listen != ":9000" {
+		t.Fatalf("defaults: %+v", cfg)
+	}
+}
+
+func TestParseOptions(t *testing.T) {
+	got, err := parseOptions("delete=1, retention=24h")
+	if err != nil || got["delete"] != "1" || got["retention"] != "24h" {
+		t.Fatalf("%v %v", got, err)
+	}
+	if _, err := parseOptions("novalue"); err == nil {
+		t.Fatal("option without = accepted")
+	}
+}
+
+func TestWiringErrors(t *testing.T) {
+	dir := t.TempDir()
+	for _, args := range [][]string{
+		{"-storage-dsn", dir},                               // no -ca, no -dev
+		{"-storage", "nosuch", "-disable-mdm"},              // unknown backend
+		{"-disable-mdm", "-migration", "-storage", "inmem"}, // -migration without -api
+		{"-ca", filepath.Join(dir, "missing.pem"), "-storage", "inmem"},
+		{"-log-format", "xml", "-storage", "inmem", "-disable-mdm"},
+	} {
+		if _, err := New(args, nil, io.Discard, io.Discard); err == nil {
+			t.Errorf("New(%v) succeeded, want an error", args)
+		}
+	}
+}
+
+func TestVersionFlag(t *testing.T) {
+	var out bytes.Buffer
+	if err := Main(context.Background(), []string{"-version"}, nil, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(out.String(), "picomdm ") {
+		t.Fatalf("version output %q", out.String())
+	}
+}
+
+// TestGracefulShutdown: cancelling the context (SIGTERM in main) stops the
+// server, letting an in-flight request finish.
+func TestGracefulShutdown(t *testing.T) {
+	a, err := New([]string{"-disable-mdm", "-api", "k", "-storage", "inmem"}, nil, io.Discard, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Serve(ctx, ln) }()
+	url := "http://" + ln.Addr().String() + "/version"
+	var resp *http.Response
+	for i := 0; i < 50; i++ {
+		if resp, err = http.Get(url); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Serve after shutdown: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("server did not shut down")
+	}
+	if _, err := http.Get(url); err == nil {
+		t.Fatal("server still answering after shutdown")
+	}
+}

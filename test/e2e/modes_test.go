@@ -205,3 +205,24 @@ func TestDisableMDM(t *testing.T) {
 		t.Fatalf("API on -disable-mdm replica: %d", status)
 	}
 }
+
+// TestSeveralBackends: repeated -storage flags write to every backend; a
+// server on the second backend alone knows the device and its queue.
+func TestSeveralBackends(t *testing.T) {
+	ca, _ := device.NewCA()
+	dir := t.TempDir()
+	caFile := filepath.Join(dir, "ca.pem")
+	os.WriteFile(caFile, ca.CertPEM(), 0o644)
+	first, second := filepath.Join(dir, "first"), filepath.Join(dir, "second")
+	s := startWithArgs(t, ca, []string{"-ca", caFile, "-api", apiKey,
+		"-storage", "file", "-storage-dsn", first, "-storage", "file", "-storage-dsn", second}, nil)
+	d := s.enrolled()
+	uuid, _ := s.command("ProfileList", d.ID())
+	s.stop()
+
+	s2 := startWithArgs(t, ca, []string{"-ca", caFile, "-api", apiKey, "-storage", "file", "-storage-dsn", second}, nil)
+	d.ServerURL = s2.mdmURL()
+	if cmd, err := d.Idle(ctx(t)); err != nil || cmd == nil || cmd.CommandUUID != uuid {
+		t.Fatalf("second backend: %v %v, want the command queued through the first server", cmd, err)
+	}
+}

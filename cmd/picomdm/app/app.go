@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	picohttp "github.com/picomdm/picomdm/http"
@@ -30,6 +31,7 @@ import (
 	"github.com/picomdm/picomdm/storage"
 	"github.com/picomdm/picomdm/storage/file"
 	"github.com/picomdm/picomdm/storage/inmem"
+	"github.com/picomdm/picomdm/storage/tee"
 )
 
 // Version is the build's version, set with -ldflags "-X ...app.Version=...".
@@ -95,21 +97,39 @@ func newStore(name, dsn, options string) (storage.Store, func() error, error) {
 	return nil, nil, fmt.Errorf("unknown storage %q (want file or inmem)", name)
 }
 
+// openStores opens every -storage backend; more than one are written to
+// through a tee, the first answering.
+func (a *App) openStores() (storage.Store, error) {
+	cfg := a.Config
+	var stores []storage.Store
+	for i, name := range cfg.Storage {
+		store, closer, err := newStore(name, cfg.StorageDSN[i], cfg.StorageOptions[i])
+		if err != nil {
+			return nil, err
+		}
+		if closer != nil {
+			a.closers = append(a.closers, closer)
+		}
+		stores = append(stores, store)
+	}
+	if len(stores) == 1 {
+		return stores[0], nil
+	}
+	return tee.New(stores[0], stores[1:], a.Logger), nil
+}
+
 func (a *App) wire(stdout io.Writer) error {
 	cfg := a.Config
-	store, closer, err := newStore(cfg.Storage, cfg.StorageDSN, cfg.StorageOptions)
+	store, err := a.openStores()
 	if err != nil {
 		return err
 	}
 	a.Store = store
-	if closer != nil {
-		a.closers = append(a.closers, closer)
-	}
 
 	if cfg.Dev && cfg.CA == "" && !cfg.DisableMDM {
-		dir := cfg.StorageDSN
-		if cfg.Storage != "file" || dir == "" {
-			dir = "db"
+		dir := "db"
+		if cfg.Storage[0] == "file" {
+			dir = cfg.StorageDSN[0]
 		}
 		dev, err := ensureDevFiles(dir)
 		if err != nil {
@@ -217,7 +237,7 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	a.Logger.Info("picomdm serving", "addr", ln.Addr().String(), "version", Version, "storage", cfg.Storage)
+	a.Logger.Info("picomdm serving", "addr", ln.Addr().String(), "version", Version, "storage", strings.Join(cfg.Storage, ","))
 	select {
 	case err := <-errc:
 		return err

@@ -23,7 +23,7 @@ func TestParseConfigEnvironment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Listen != ":9999" || !cfg.Debug || cfg.StorageDSN != "/var/db" || cfg.APIKey != "k" {
+	if cfg.Listen != ":9999" || !cfg.Debug || cfg.StorageDSN[0] != "/var/db" || cfg.APIKey != "k" {
 		t.Fatalf("config: %+v", cfg)
 	}
 	if _, err := parseConfig(nil, func(k string) string {
@@ -37,9 +37,16 @@ func TestParseConfigEnvironment(t *testing.T) {
 	if _, err := parseConfig([]string{"stray"}, nil, io.Discard); err == nil {
 		t.Fatal("stray argument accepted")
 	}
-	cfg, _ = parseConfig(nil, nil, io.Discard)
-	if cfg.StorageDSN != "db" || cfg.Storage != "file" || cfg.Listen != ":9000" {
+	cfg, err = parseConfig(nil, nil, io.Discard)
+	if cfg.StorageDSN[0] != "db" || cfg.Storage[0] != "file" || len(cfg.Storage) != 1 || cfg.Listen != ":9000" {
 		t.Fatalf("defaults: %+v", cfg)
+	}
+	cfg, err = parseConfig([]string{"-storage", "file", "-storage-dsn", "a", "-storage", "inmem"}, nil, io.Discard)
+	if err != nil || len(cfg.Storage) != 2 || cfg.Storage[1] != "inmem" || cfg.StorageDSN[0] != "a" || cfg.StorageDSN[1] != "" {
+		t.Fatalf("repeated -storage: %+v %v", cfg, err)
+	}
+	if _, err := parseConfig([]string{"-storage-dsn", "a", "-storage-dsn", "b"}, nil, io.Discard); err == nil {
+		t.Fatal("two DSNs for one backend accepted")
 	}
 }
 

@@ -10,21 +10,24 @@ import (
 
 // Config is what the command line (and environment) says.
 type Config struct {
-	Listen         string
-	APIKey         string
-	CA             string
-	Intermediate   string
-	CertHeader     string
-	Checkin        bool
-	Debug          bool
-	Dump           bool
-	DisableMDM     bool
-	Migration      bool
-	Retro          bool
-	UAZLDC         bool
-	Storage        string
-	StorageDSN     string
-	StorageOptions string
+	Listen       string
+	APIKey       string
+	CA           string
+	Intermediate string
+	CertHeader   string
+	Checkin      bool
+	Debug        bool
+	Dump         bool
+	DisableMDM   bool
+	Migration    bool
+	Retro        bool
+	UAZLDC       bool
+	// Storage, StorageDSN and StorageOptions may repeat: the i-th of each
+	// describe backend i; the first backend answers, the others are
+	// written to as well.
+	Storage        []string
+	StorageDSN     []string
+	StorageOptions []string
 	Version        bool
 	Dev            bool
 	LogFormat      string
@@ -59,9 +62,9 @@ func newFlagSet(cfg *Config, output io.Writer) *flag.FlagSet {
 	fs.BoolVar(&cfg.Migration, "migration", false, "enable the /migration endpoint (needs -api)")
 	fs.BoolVar(&cfg.Retro, "retro", false, "allow retroactive certificate-authorization association")
 	fs.BoolVar(&cfg.UAZLDC, "ua-zl-dc", false, "answer UserAuthenticate with a zero-length DigestChallenge instead of declining it")
-	fs.StringVar(&cfg.Storage, "storage", "file", "storage backend: file or inmem")
-	fs.StringVar(&cfg.StorageDSN, "storage-dsn", "", "storage data source: a directory for file (default \"db\")")
-	fs.StringVar(&cfg.StorageOptions, "storage-options", "", "storage options, comma-separated key=value")
+	fs.Var(&listFlag{values: &cfg.Storage, defaults: []string{"file"}}, "storage", "storage backend: file, mysql, pgsql or inmem; repeat to write to several (the first answers) (default file)")
+	fs.Var(&listFlag{values: &cfg.StorageDSN}, "storage-dsn", "storage data source, one per -storage: a directory for file (default \"db\"), a DSN for mysql/pgsql")
+	fs.Var(&listFlag{values: &cfg.StorageOptions}, "storage-options", "storage options, one per -storage, comma-separated key=value")
 	fs.BoolVar(&cfg.Version, "version", false, "print version and exit")
 	fs.BoolVar(&cfg.Dev, "dev", false, "development mode: without -ca, create a throw-away device CA and API key under the storage directory (NOT for production)")
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log format: text or json")
@@ -109,10 +112,48 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (*
 	if err != nil {
 		return nil, err
 	}
-	if cfg.StorageDSN == "" && cfg.Storage == "file" {
-		cfg.StorageDSN = "db"
+	if len(cfg.Storage) == 0 {
+		cfg.Storage = []string{"file"}
+	}
+	if len(cfg.StorageDSN) > len(cfg.Storage) || len(cfg.StorageOptions) > len(cfg.Storage) {
+		return nil, fmt.Errorf("more -storage-dsn or -storage-options than -storage flags")
+	}
+	for len(cfg.StorageDSN) < len(cfg.Storage) {
+		cfg.StorageDSN = append(cfg.StorageDSN, "")
+	}
+	for len(cfg.StorageOptions) < len(cfg.Storage) {
+		cfg.StorageOptions = append(cfg.StorageOptions, "")
+	}
+	for i := range cfg.Storage {
+		if cfg.StorageDSN[i] == "" && cfg.Storage[i] == "file" {
+			cfg.StorageDSN[i] = "db"
+		}
 	}
 	return cfg, nil
+}
+
+// listFlag is a flag that may repeat; each use appends a value. The
+// defaults apply only while the flag is not given at all.
+type listFlag struct {
+	values   *[]string
+	defaults []string
+	set      bool
+}
+
+func (l *listFlag) String() string {
+	if l.values == nil {
+		return ""
+	}
+	return strings.Join(*l.values, ",")
+}
+
+func (l *listFlag) Set(v string) error {
+	if !l.set {
+		*l.values = nil
+		l.set = true
+	}
+	*l.values = append(*l.values, v)
+	return nil
 }
 
 // parseOptions splits "k=v,k2=v2" into a map.

@@ -29,8 +29,7 @@ import (
 	"github.com/picomdm/picomdm/service/dump"
 	"github.com/picomdm/picomdm/service/multi"
 	"github.com/picomdm/picomdm/storage"
-	"github.com/picomdm/picomdm/storage/file"
-	"github.com/picomdm/picomdm/storage/inmem"
+	"github.com/picomdm/picomdm/storage/backends"
 	"github.com/picomdm/picomdm/storage/tee"
 )
 
@@ -75,35 +74,13 @@ func New(args []string, getenv func(string) string, stdout, stderr io.Writer) (*
 	return a, nil
 }
 
-// newStore opens the -storage backend.
-func newStore(name, dsn, options string) (storage.Store, func() error, error) {
-	opts, err := parseOptions(options)
-	if err != nil {
-		return nil, nil, err
-	}
-	switch name {
-	case "file":
-		if len(opts) > 0 {
-			return nil, nil, fmt.Errorf("file storage takes no options, got %q", options)
-		}
-		s, err := file.New(dsn)
-		if err != nil {
-			return nil, nil, fmt.Errorf("opening file storage %s: %w", dsn, err)
-		}
-		return s, s.Close, nil
-	case "inmem":
-		return inmem.New(), nil, nil
-	}
-	return nil, nil, fmt.Errorf("unknown storage %q (want file or inmem)", name)
-}
-
 // openStores opens every -storage backend; more than one are written to
 // through a tee, the first answering.
 func (a *App) openStores() (storage.Store, error) {
 	cfg := a.Config
 	var stores []storage.Store
 	for i, name := range cfg.Storage {
-		store, closer, err := newStore(name, cfg.StorageDSN[i], cfg.StorageOptions[i])
+		store, closer, err := backends.Open(name, cfg.StorageDSN[i], cfg.StorageOptions[i])
 		if err != nil {
 			return nil, err
 		}

@@ -50,16 +50,6 @@ func TestParseConfigEnvironment(t *testing.T) {
 	}
 }
 
-func TestParseOptions(t *testing.T) {
-	got, err := parseOptions("delete=1, retention=24h")
-	if err != nil || got["delete"] != "1" || got["retention"] != "24h" {
-		t.Fatalf("%v %v", got, err)
-	}
-	if _, err := parseOptions("novalue"); err == nil {
-		t.Fatal("option without = accepted")
-	}
-}
-
 func TestWiringErrors(t *testing.T) {
 	dir := t.TempDir()
 	for _, args := range [][]string{

@@ -155,19 +155,3 @@ func (l *listFlag) Set(v string) error {
 	*l.values = append(*l.values, v)
 	return nil
 }
-
-// parseOptions splits "k=v,k2=v2" into a map.
-func parseOptions(s string) (map[string]string, error) {
-	opts := map[string]string{}
-	if s == "" {
-		return opts, nil
-	}
-	for _, kv := range strings.Split(s, ",") {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || k == "" {
-			return nil, fmt.Errorf("storage option %q: want key=value", kv)
-		}
-		opts[strings.TrimSpace(k)] = strings.TrimSpace(v)
-	}
-	return opts, nil
-}

@@ -1,0 +1,60 @@
+// Package backends opens a storage backend by name, as the -storage,
+// -storage-dsn and -storage-options flags of the picomdm and picomigrate
+// commands describe it.
+package backends
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/picomdm/picomdm/storage"
+	"github.com/picomdm/picomdm/storage/file"
+	"github.com/picomdm/picomdm/storage/inmem"
+)
+
+// Names lists the backends Open knows.
+var Names = []string{"file", "inmem"}
+
+// Open opens backend name with dsn and comma-separated key=value options.
+// The returned close function (nil when there is nothing to release) must
+// be called when done.
+func Open(name, dsn, options string) (storage.Store, func() error, error) {
+	opts, err := ParseOptions(options)
+	if err != nil {
+		return nil, nil, err
+	}
+	switch name {
+	case "file":
+		if len(opts) > 0 {
+			return nil, nil, fmt.Errorf("file storage takes no options, got %q", options)
+		}
+		if dsn == "" {
+			dsn = "db"
+		}
+		s, err := file.New(dsn)
+		if err != nil {
+			return nil, nil, fmt.Errorf("opening file storage %s: %w", dsn, err)
+		}
+		return s, s.Close, nil
+	case "inmem":
+		return inmem.New(), nil, nil
+	}
+	return nil, nil, fmt.Errorf("unknown storage %q (want one of %s)", name, strings.Join(Names, ", "))
+}
+
+// ParseOptions splits "k=v,k2=v2" into a map.
+func ParseOptions(s string) (map[string]string, error) {
+	opts := map[string]string{}
+	if s == "" {
+		return opts, nil
+	}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		k = strings.TrimSpace(k)
+		if !ok || k == "" {
+			return nil, fmt.Errorf("storage option %q: want key=value", kv)
+		}
+		opts[k] = strings.TrimSpace(v)
+	}
+	return opts, nil
+}

@@ -11,6 +11,15 @@ import (
 // (no APNs provider configured).
 var ErrNotConfigured = errors.New("push: not configured")
 
+// ErrNoPushInfo is the per-ID error for an enrollment with nothing to push
+// to: unknown, disabled (checked out or re-enrolling), or without a push
+// token. No push is attempted.
+var ErrNoPushInfo = errors.New("no push info: unknown or disabled enrollment")
+
+// ErrNoPushCert is wrapped by the per-ID error of an enrollment whose
+// topic has no push certificate stored. No push is attempted.
+var ErrNoPushCert = errors.New("no push certificate for topic")
+
 // Result is the outcome of one push to one enrollment.
 type Result struct {
 	// APNsID is the apns-id APNs returned for a successful push.

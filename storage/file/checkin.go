@@ -137,6 +137,7 @@ func (s *Store) StoreTokenUpdate(r *mdm.Request, msg *mdm.TokenUpdate) error {
 	}
 	rec.ID, rec.Type, rec.ParentID = r.ID, r.Type, r.ParentID
 	rec.Topic, rec.PushMagic, rec.Token = msg.Topic, msg.PushMagic, msg.Token
+	rec.PushTokenInvalidAt, rec.PushTokenInvalidReason = time.Time{}, ""
 	if len(msg.UnlockToken) > 0 {
 		// Devices send it in their first TokenUpdate only; keep it.
 		rec.UnlockToken = msg.UnlockToken

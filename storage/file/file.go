@@ -115,6 +115,8 @@ type enrollState struct {
 	tally      int
 	push       mdm.Push
 	clearedSeq uint64
+	// pushTokenInvalid mirrors enrollmentRecord.PushTokenInvalidAt.
+	pushTokenInvalid bool
 }
 
 // pendingCommand is one command pending for one enrollment.
@@ -148,6 +150,11 @@ type enrollmentRecord struct {
 	// ClearedSeq: commands enqueued with a seq up to this one were
 	// cleared by a re-enrollment (Authenticate).
 	ClearedSeq uint64 `json:"cleared_seq,omitempty"`
+	// PushTokenInvalidAt and PushTokenInvalidReason are set when APNs
+	// refused Token (storage.PushTokenStore) and cleared by the next
+	// TokenUpdate.
+	PushTokenInvalidAt     time.Time `json:"push_token_invalid_at,omitzero"`
+	PushTokenInvalidReason string    `json:"push_token_invalid_reason,omitempty"`
 }
 
 // deviceRecord is device.json: a device channel, from its Authenticate.
@@ -359,12 +366,13 @@ func (s *Store) loadQueued() error {
 // writing (or are loading, before the Store is shared).
 func (s *Store) cacheEnrollment(rec *enrollmentRecord) {
 	s.enrollments[rec.ID] = &enrollState{
-		typ:        rec.Type,
-		parentID:   rec.ParentID,
-		enabled:    rec.Enabled,
-		tally:      rec.TokenUpdateTally,
-		push:       mdm.Push{Token: bytes.Clone(rec.Token), PushMagic: rec.PushMagic, Topic: rec.Topic},
-		clearedSeq: rec.ClearedSeq,
+		typ:              rec.Type,
+		parentID:         rec.ParentID,
+		enabled:          rec.Enabled,
+		tally:            rec.TokenUpdateTally,
+		push:             mdm.Push{Token: bytes.Clone(rec.Token), PushMagic: rec.PushMagic, Topic: rec.Topic},
+		clearedSeq:       rec.ClearedSeq,
+		pushTokenInvalid: !rec.PushTokenInvalidAt.IsZero(),
 	}
 	if rec.ParentID != "" {
 		if s.children[rec.ParentID] == nil {

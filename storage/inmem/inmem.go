@@ -42,6 +42,10 @@ type enrollment struct {
 	tally        int
 	enrolledAt   time.Time
 	lastSeenAt   time.Time
+	// pushTokenInvalidAt and pushTokenInvalidReason are set when APNs
+	// refused push's token, and cleared by the next TokenUpdate.
+	pushTokenInvalidAt     time.Time
+	pushTokenInvalidReason string
 	// queue is the pending set, oldest first. Answered commands leave it
 	// and are kept in results.
 	queue   []*queued
@@ -179,6 +183,7 @@ func (s *Store) StoreTokenUpdate(r *mdm.Request, msg *mdm.TokenUpdate) error {
 		}
 	}
 	e.push = mdm.Push{Token: bytes.Clone(msg.Token), PushMagic: msg.PushMagic, Topic: msg.Topic}
+	e.pushTokenInvalidAt, e.pushTokenInvalidReason = time.Time{}, ""
 	if len(msg.UnlockToken) > 0 {
 		e.unlockToken = bytes.Clone(msg.UnlockToken)
 	}

@@ -6,6 +6,7 @@ package app
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -23,6 +24,7 @@ import (
 	httpmdm "github.com/picomdm/picomdm/http/mdm"
 	pmlog "github.com/picomdm/picomdm/log"
 	"github.com/picomdm/picomdm/push"
+	"github.com/picomdm/picomdm/push/apns"
 	"github.com/picomdm/picomdm/service"
 	"github.com/picomdm/picomdm/service/certauth"
 	"github.com/picomdm/picomdm/service/core"
@@ -177,9 +179,32 @@ func (a *App) wire(stdout io.Writer) error {
 		}
 	}
 
-	var pusher push.Pusher // APNs push is wired by the push service; until then pushes report "not configured"
+	pushOpts := []apns.Option{
+		apns.WithBaseURL(cfg.PushURL),
+		apns.WithWorkers(cfg.PushWorkers),
+		apns.WithExpiration(cfg.PushExpiration),
+		apns.WithLogger(a.Logger),
+	}
+	if cfg.PushCA != "" {
+		pemBytes, err := os.ReadFile(cfg.PushCA)
+		if err != nil {
+			return fmt.Errorf("reading -push-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pemBytes) {
+			return fmt.Errorf("-push-ca %s: no PEM certificates", cfg.PushCA)
+		}
+		pushOpts = append(pushOpts, apns.WithRootCAs(pool))
+	}
+	pushSvc, err := apns.NewService(store, pushOpts...)
+	if err != nil {
+		return fmt.Errorf("push service: %w", err)
+	}
+	a.closers = append([]func() error{pushSvc.Close}, a.closers...) // stop pushing before storage closes
+	var pusher push.Pusher = pushSvc
 	if cfg.APIKey != "" {
 		authed := picohttp.BasicAuth(cfg.APIKey)
+		mux.Handle("/v1/pushcert", authed(api.PushCertHandler(store, a.Logger)))
 		mux.Handle("/v1/enqueue/", authed(http.StripPrefix("/v1/enqueue/", api.EnqueueHandler(store, pusher, a.Logger))))
 		mux.Handle("/v1/push/", authed(http.StripPrefix("/v1/push/", api.PushHandler(pusher, a.Logger))))
 		if cfg.Migration {

@@ -3,6 +3,7 @@ package app
 import (
 	"flag"
 	"fmt"
+	"github.com/picomdm/picomdm/push/apns"
 	"io"
 	"strings"
 	"time"
@@ -30,6 +31,10 @@ type Config struct {
 	StorageOptions []string
 	Version        bool
 	Dev            bool
+	PushURL        string
+	PushCA         string
+	PushWorkers    int
+	PushExpiration time.Duration
 	LogFormat      string
 	MaxBodyBytes   int64
 	ReadTimeout    time.Duration
@@ -66,6 +71,10 @@ func newFlagSet(cfg *Config, output io.Writer) *flag.FlagSet {
 	fs.Var(&listFlag{values: &cfg.StorageDSN}, "storage-dsn", "storage data source, one per -storage: a directory for file (default \"db\"), a DSN for mysql/pgsql")
 	fs.Var(&listFlag{values: &cfg.StorageOptions}, "storage-options", "storage options, one per -storage, comma-separated key=value")
 	fs.BoolVar(&cfg.Version, "version", false, "print version and exit")
+	fs.StringVar(&cfg.PushURL, "push-url", apns.ProductionURL, "APNs base URL: production, development, or an https URL (test servers)")
+	fs.StringVar(&cfg.PushCA, "push-ca", "", "PEM file of CA certificates to trust for -push-url instead of the system roots (test APNs servers)")
+	fs.IntVar(&cfg.PushWorkers, "push-workers", apns.DefaultWorkers, "APNs pushes in flight at once, across all API requests")
+	fs.DurationVar(&cfg.PushExpiration, "push-expiration", apns.DefaultExpiration, "apns-expiration: how long APNs keeps trying to reach an offline device (0: send none, as NanoMDM)")
 	fs.BoolVar(&cfg.Dev, "dev", false, "development mode: without -ca, create a throw-away device CA and API key under the storage directory (NOT for production)")
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log format: text or json")
 	fs.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 4<<20, "largest request body accepted, in bytes")

@@ -1,0 +1,220 @@
+package api
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	picohttp "github.com/picomdm/picomdm/http"
+	"github.com/picomdm/picomdm/service"
+	"github.com/picomdm/picomdm/storage"
+)
+
+// mdmTopicPrefix starts the topic of every MDM push certificate Apple
+// issues ("com.apple.mgmt.External.<uuid>").
+const mdmTopicPrefix = "com.apple.mgmt"
+
+// maxPushCertBody bounds a PUT /v1/pushcert body: a certificate, a chain
+// and a key are a few KiB.
+const maxPushCertBody = 1 << 20
+
+// PushCertResponse is the JSON answer of /v1/pushcert, NanoMDM's shape.
+type PushCertResponse struct {
+	// Topic is the certificate's APNs topic (its Subject UID).
+	Topic string `json:"topic"`
+	// NotAfter is when the certificate expires, RFC 3339.
+	NotAfter string `json:"not_after"`
+}
+
+func pushCertResponse(topic string, leaf *x509.Certificate) *PushCertResponse {
+	return &PushCertResponse{Topic: topic, NotAfter: leaf.NotAfter.UTC().Format(time.RFC3339)}
+}
+
+// badPushCert is the 400 for a PUT body that is not a usable push
+// certificate and key.
+func badPushCert(format string, args ...any) error {
+	return service.NewStatusError(http.StatusBadRequest, fmt.Errorf(format, args...))
+}
+
+// errNoTopicParam is the 400 for a GET without ?topic=.
+var errNoTopicParam = service.NewStatusError(http.StatusBadRequest, errors.New("missing topic query parameter"))
+
+// PushCertHandler serves /v1/pushcert:
+//
+//   - PUT stores an APNs MDM push certificate. The body holds the PEM
+//     certificate and its unencrypted PEM private key, in either order
+//     (concatenated files are fine, with or without a newline between).
+//     The topic comes from the certificate's Subject UID and must start
+//     with "com.apple.mgmt". 200 {"topic": ..., "not_after": RFC 3339};
+//     400 {"error": ...} for a body without a certificate or a key, an
+//     encrypted key, a key that is not the certificate's, a certificate
+//     that is not an MDM push certificate, or anything that is not PEM.
+//     Storing replaces the topic's previous certificate; push services of
+//     every replica pick the new one up on their next staleness check.
+//   - GET ?topic=T answers the same shape for T's stored certificate; 400
+//     without topic, 404 for an unknown topic.
+//
+// Other methods get 405. It panics if store is nil.
+func PushCertHandler(store storage.PushCertStore, logger *slog.Logger) http.Handler {
+	if store == nil {
+		panic("http/api: nil PushCertStore")
+	}
+	logger = orDefault(logger)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Method {
+		case http.MethodPut:
+			putPushCert(w, r, store, logger)
+		case http.MethodGet, http.MethodHead:
+			getPushCert(w, r, store, logger)
+		default:
+			w.Header().Set("Allow", "GET, HEAD, PUT")
+			picohttp.WriteAPIError(w, r, logger, service.NewStatusError(http.StatusMethodNotAllowed,
+				fmt.Errorf("method %s not allowed", r.Method)))
+		}
+	})
+}
+
+func putPushCert(w http.ResponseWriter, r *http.Request, store storage.PushCertStore, logger *slog.Logger) {
+	body, err := picohttp.ReadBody(w, r, maxPushCertBody)
+	if err != nil {
+		picohttp.WriteAPIError(w, r, logger, err)
+		return
+	}
+	certPEM, keyPEM, leaf, err := parsePushCert(body)
+	if err != nil {
+		picohttp.WriteAPIError(w, r, logger, err)
+		return
+	}
+	topic, err := storage.TopicFromCert(leaf)
+	if err != nil {
+		picohttp.WriteAPIError(w, r, logger, badPushCert("not an MDM push certificate: %w", err))
+		return
+	}
+	if !strings.HasPrefix(topic, mdmTopicPrefix) {
+		picohttp.WriteAPIError(w, r, logger, badPushCert("not an MDM push certificate: topic %q does not start with %q", topic, mdmTopicPrefix))
+		return
+	}
+	if err := store.StorePushCert(r.Context(), certPEM, keyPEM); err != nil {
+		picohttp.WriteAPIError(w, r, logger, fmt.Errorf("storing push certificate: %w", err))
+		return
+	}
+	logger.InfoContext(r.Context(), "push certificate stored", "topic", topic, "not_after", leaf.NotAfter)
+	picohttp.WriteJSON(w, r, logger, http.StatusOK, pushCertResponse(topic, leaf))
+}
+
+func getPushCert(w http.ResponseWriter, r *http.Request, store storage.PushCertStore, logger *slog.Logger) {
+	topic := r.URL.Query().Get("topic")
+	if topic == "" {
+		picohttp.WriteAPIError(w, r, logger, errNoTopicParam)
+		return
+	}
+	cert, _, err := store.RetrievePushCert(r.Context(), topic)
+	if err != nil {
+		picohttp.WriteAPIError(w, r, logger, fmt.Errorf("retrieving push certificate: %w", err))
+		return
+	}
+	leaf := cert.Leaf
+	if leaf == nil && len(cert.Certificate) > 0 {
+		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			picohttp.WriteAPIError(w, r, logger, fmt.Errorf("parsing stored push certificate: %w", err))
+			return
+		}
+	}
+	if leaf == nil {
+		picohttp.WriteAPIError(w, r, logger, errors.New("stored push certificate is empty"))
+		return
+	}
+	picohttp.WriteJSON(w, r, logger, http.StatusOK, pushCertResponse(topic, leaf))
+}
+
+// parsePushCert finds the certificate (the first CERTIFICATE block, with
+// any further ones as its chain) and the private key in body, checks that
+// they pair, and returns them re-encoded as PEM with the parsed leaf.
+// Every failure is a 400 saying what is wrong with the upload.
+func parsePushCert(body []byte) (certPEM, keyPEM []byte, leaf *x509.Certificate, err error) {
+	// pem.Decode wants each BEGIN line on a line of its own, and files
+	// pasted together often lack the newline between them.
+	body = bytes.ReplaceAll(body, []byte("-----BEGIN "), []byte("\n-----BEGIN "))
+	var keyBlock *pem.Block
+	var certs, keys int
+	for rest := body; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		switch {
+		case block.Type == "CERTIFICATE":
+			if certs == 0 {
+				if leaf, err = x509.ParseCertificate(block.Bytes); err != nil {
+					return nil, nil, nil, badPushCert("certificate does not parse: %w", err)
+				}
+			}
+			certs++
+			certPEM = append(certPEM, pem.EncodeToMemory(block)...)
+		case block.Type == "ENCRYPTED PRIVATE KEY" || strings.HasSuffix(block.Type, "PRIVATE KEY") && strings.Contains(block.Headers["Proc-Type"], "ENCRYPTED"):
+			return nil, nil, nil, badPushCert("the private key is encrypted: upload it unencrypted (e.g. openssl pkey -in key.pem -out plain-key.pem)")
+		case strings.HasSuffix(block.Type, "PRIVATE KEY"):
+			keys++
+			keyBlock = block
+		}
+	}
+	switch {
+	case certs == 0 && keys == 0:
+		return nil, nil, nil, badPushCert("no PEM certificate or private key in the body: want the push certificate and its unencrypted private key, PEM-encoded")
+	case certs == 0:
+		return nil, nil, nil, badPushCert("no PEM certificate in the body")
+	case keys == 0:
+		return nil, nil, nil, badPushCert("no PEM private key in the body")
+	case keys > 1:
+		return nil, nil, nil, badPushCert("%d private keys in the body: want one", keys)
+	}
+	key, err := parsePrivateKey(keyBlock)
+	if err != nil {
+		return nil, nil, nil, badPushCert("private key does not parse: %w", err)
+	}
+	pub, ok := leaf.PublicKey.(interface{ Equal(crypto.PublicKey) bool })
+	if !ok || !pub.Equal(key.Public()) {
+		return nil, nil, nil, badPushCert("the private key does not belong to the certificate")
+	}
+	keyPEM = pem.EncodeToMemory(&pem.Block{Type: keyBlock.Type, Bytes: keyBlock.Bytes})
+	// What every backend will do with the pair: it must work.
+	if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
+		return nil, nil, nil, badPushCert("certificate and key are not a usable pair: %w", err)
+	}
+	return certPEM, keyPEM, leaf, nil
+}
+
+// parsePrivateKey parses the PKCS #8, PKCS #1 (RSA) or SEC 1 (EC) key in
+// block, whatever its PEM type says.
+func parsePrivateKey(block *pem.Block) (crypto.Signer, error) {
+	if key, err := x509.ParsePKCS8PrivateKey(block.Bytes); err == nil {
+		switch key := key.(type) {
+		case *rsa.PrivateKey:
+			return key, nil
+		case *ecdsa.PrivateKey:
+			return key, nil
+		case ed25519.PrivateKey:
+			return key, nil
+		}
+		return nil, fmt.Errorf("unsupported key type %T", key)
+	}
+	if key, err := x509.ParsePKCS1PrivateKey(block.Bytes); err == nil {
+		return key, nil
+	}
+	if key, err := x509.ParseECPrivateKey(block.Bytes); err == nil {
+		return key, nil
+	}
+	return nil, fmt.Errorf("%s block is not a PKCS #8, PKCS #1 or EC private key", block.Type)
+}

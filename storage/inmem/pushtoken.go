@@ -1,0 +1,34 @@
+package inmem
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/picomdm/picomdm/storage"
+)
+
+var _ storage.PushTokenStore = (*Store)(nil)
+
+// InvalidatePushToken implements storage.PushTokenStore.
+func (s *Store) InvalidatePushToken(_ context.Context, id, reason string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.enrollments[id]
+	if e == nil {
+		return fmt.Errorf("invalidating push token of %q: %w", id, storage.ErrNotFound)
+	}
+	e.pushTokenInvalidAt, e.pushTokenInvalidReason = time.Now(), reason
+	return nil
+}
+
+// PushTokenValid implements storage.PushTokenStore.
+func (s *Store) PushTokenValid(_ context.Context, id string) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.enrollments[id]
+	if e == nil {
+		return false, fmt.Errorf("push token of %q: %w", id, storage.ErrNotFound)
+	}
+	return e.pushTokenInvalidAt.IsZero(), nil
+}

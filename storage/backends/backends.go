@@ -10,10 +10,11 @@ import (
 	"github.com/picomdm/picomdm/storage"
 	"github.com/picomdm/picomdm/storage/file"
 	"github.com/picomdm/picomdm/storage/inmem"
+	"github.com/picomdm/picomdm/storage/mysql"
 )
 
 // Names lists the backends Open knows.
-var Names = []string{"file", "inmem"}
+var Names = []string{"file", "mysql", "inmem"}
 
 // Open opens backend name with dsn and comma-separated key=value options.
 // The returned close function (nil when there is nothing to release) must
@@ -34,6 +35,12 @@ func Open(name, dsn, options string) (storage.Store, func() error, error) {
 		s, err := file.New(dsn)
 		if err != nil {
 			return nil, nil, fmt.Errorf("opening file storage %s: %w", dsn, err)
+		}
+		return s, s.Close, nil
+	case "mysql":
+		s, err := mysql.Open(dsn, opts)
+		if err != nil {
+			return nil, nil, fmt.Errorf("opening mysql storage: %w", err)
 		}
 		return s, s.Close, nil
 	case "inmem":

@@ -44,7 +44,7 @@ func LoadMigrations(fsys fs.FS, dir string) ([]Migration, error) {
 		seen[v] = e.Name()
 		b, err := fs.ReadFile(fsys, path.Join(dir, e.Name()))
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("reading migration %s: %w", e.Name(), err)
 		}
 		ms = append(ms, Migration{Version: v, Name: name, Statements: SplitStatements(string(b))})
 	}
@@ -65,7 +65,7 @@ func SplitStatements(text string) []string {
 		cur.WriteString(line)
 		cur.WriteByte('\n')
 		if strings.HasSuffix(trimmed, ";") {
-			if s := strings.TrimSuffix(strings.TrimSpace(cur.String()), ";"); strings.TrimSpace(s) != "" {
+			if s := strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(cur.String()), ";")); s != "" {
 				out = append(out, s)
 			}
 			cur.Reset()
@@ -89,11 +89,22 @@ type Dialect interface {
 	Placeholder(n int) string
 }
 
+// RerunTolerant is an optional interface of a Dialect whose DDL cannot
+// always be written to be re-run (MySQL 8.0 has no CREATE INDEX IF NOT
+// EXISTS nor ADD COLUMN IF NOT EXISTS). Migrate skips a failing statement
+// when AlreadyApplied says its error only means the change is already in
+// place (a duplicate index or column left by a migration that crashed
+// before it was recorded).
+type RerunTolerant interface {
+	AlreadyApplied(err error) bool
+}
+
 // Migrate applies the migrations newer than the database's version, each
 // recorded in the schema_migrations table, under the dialect's lock. It is
 // idempotent: run again (or by another replica) it does nothing. DDL is
 // not transactional on MySQL, so each statement must be safe to re-run
-// after a crash mid-migration (CREATE TABLE IF NOT EXISTS …).
+// after a crash mid-migration (CREATE TABLE IF NOT EXISTS …; see also
+// RerunTolerant).
 func Migrate(ctx context.Context, db *sql.DB, d Dialect, migrations []Migration) (applied []int, err error) {
 	conn, err := db.Conn(ctx)
 	if err != nil {
@@ -125,6 +136,9 @@ func Migrate(ctx context.Context, db *sql.DB, d Dialect, migrations []Migration)
 		}
 		for i, stmt := range m.Statements {
 			if _, err := conn.ExecContext(ctx, stmt); err != nil {
+				if rt, ok := d.(RerunTolerant); ok && rt.AlreadyApplied(err) {
+					continue
+				}
 				return applied, fmt.Errorf("migration %04d_%s statement %d: %w", m.Version, m.Name, i+1, err)
 			}
 		}
@@ -141,7 +155,7 @@ func Migrate(ctx context.Context, db *sql.DB, d Dialect, migrations []Migration)
 func Version(ctx context.Context, db *sql.DB) (int, error) {
 	conn, err := db.Conn(ctx)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("reading schema version: connecting: %w", err)
 	}
 	defer conn.Close()
 	return version(ctx, conn)

@@ -77,11 +77,20 @@ func ParseOptions(kv map[string]string) (Options, error) {
 			return o, fmt.Errorf("storage option %s=%q: %w", k, v, err)
 		}
 	}
-	if !idleSet {
+	if !idleSet && o.MaxOpenConns > 0 {
+		// Keep every open connection: a pool that closes what it cannot
+		// keep idle reconnects under load. With no limit on open
+		// connections (0), the default idle count stays: 0 would mean
+		// "keep none" to database/sql.
 		o.MaxIdleConns = o.MaxOpenConns
 	}
-	if o.Retention < 0 || o.PurgeInterval <= 0 || o.MaxOpenConns < 0 {
-		return o, fmt.Errorf("storage options: negative or zero duration or count")
+	switch {
+	case o.Retention < 0:
+		return o, fmt.Errorf("storage option retention=%s: must not be negative", o.Retention)
+	case o.PurgeInterval <= 0:
+		return o, fmt.Errorf("storage option purge_interval=%s: must be positive", o.PurgeInterval)
+	case o.MaxOpenConns < 0:
+		return o, fmt.Errorf("storage option max_open_conns=%d: must not be negative", o.MaxOpenConns)
 	}
 	return o, nil
 }

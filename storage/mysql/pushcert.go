@@ -1,0 +1,74 @@
+package mysql
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+
+	"github.com/picomdm/picomdm/storage"
+)
+
+// StorePushCert implements storage.PushCertStore. The stale token is
+// derived from the certificate and key, so it changes exactly when they
+// do and storing the same pair twice (from two replicas) changes nothing.
+// PRIMARY.
+func (s *Store) StorePushCert(ctx context.Context, pemCert, pemKey []byte) error {
+	cert, err := tls.X509KeyPair(pemCert, pemKey)
+	if err != nil {
+		return fmt.Errorf("storing push cert: %w", err)
+	}
+	topic, err := storage.TopicFromCert(cert.Leaf)
+	if err != nil {
+		return fmt.Errorf("storing push cert: %w", err)
+	}
+	sum := sha256.Sum256(append(bytes.Clone(cert.Certificate[0]), pemKey...))
+	token := hex.EncodeToString(sum[:16])
+	notAfter := cert.Leaf.NotAfter.UTC()
+	_, err = s.exec(ctx, `INSERT INTO push_certs (topic, cert_pem, key_pem, stale_token, not_after, updated_at)
+VALUES (?, ?, ?, ?, ?, UTC_TIMESTAMP(6))
+ON DUPLICATE KEY UPDATE cert_pem = ?, key_pem = ?, stale_token = ?, not_after = ?,
+	updated_at = UTC_TIMESTAMP(6)`,
+		topic, pemCert, pemKey, token, notAfter,
+		pemCert, pemKey, token, notAfter)
+	if err != nil {
+		return fmt.Errorf("storing push cert for topic %q: %w", topic, err)
+	}
+	return nil
+}
+
+// RetrievePushCert implements storage.PushCertStore. PRIMARY.
+func (s *Store) RetrievePushCert(ctx context.Context, topic string) (*tls.Certificate, string, error) {
+	var certPEM, keyPEM []byte
+	var token string
+	err := s.db.QueryRowContext(ctx, "SELECT cert_pem, key_pem, stale_token FROM push_certs WHERE topic = ?", topic).Scan(&certPEM, &keyPEM, &token)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil, "", fmt.Errorf("push cert for topic %q: %w", topic, storage.ErrNotFound)
+	case err != nil:
+		return nil, "", fmt.Errorf("push cert for topic %q: %w", topic, err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, "", fmt.Errorf("push cert for topic %q: %w", topic, err)
+	}
+	return &cert, token, nil
+}
+
+// IsPushCertStale implements storage.PushCertStore. An unknown topic is
+// stale: whatever the caller holds for it is not current. PRIMARY.
+func (s *Store) IsPushCertStale(ctx context.Context, topic, staleToken string) (bool, error) {
+	var token string
+	err := s.db.QueryRowContext(ctx, "SELECT stale_token FROM push_certs WHERE topic = ?", topic).Scan(&token)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return true, nil
+	case err != nil:
+		return false, fmt.Errorf("push cert stale token for topic %q: %w", topic, err)
+	}
+	return token != staleToken, nil
+}

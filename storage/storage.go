@@ -150,4 +150,5 @@ type Store interface {
 	PushCertStore
 	CertAuthStore
 	MigrationStore
+	PushTokenStore
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/picomdm/picomdm/storage"
 	"github.com/picomdm/picomdm/test/apiclient"
 	"github.com/picomdm/picomdm/test/device"
+	"github.com/picomdm/picomdm/test/sqltest"
 )
 
 const apiKey = "migrate-key"
@@ -176,4 +177,14 @@ func TestDryRunAndFlags(t *testing.T) {
 	if err := run(context.Background(), []string{"-storage-dsn", dir}, io.Discard, io.Discard); err == nil {
 		t.Fatal("missing -url/-api accepted")
 	}
+}
+
+// TestRoundTripSQL: file → MySQL → PostgreSQL → file.
+func TestRoundTripSQL(t *testing.T) {
+	roundTrip(t, []backend{
+		fileBackend(t, "file-a"),
+		{name: "mysql", args: []string{"-storage", "mysql", "-storage-dsn", sqltest.MySQL(t)}},
+		{name: "pgsql", args: []string{"-storage", "pgsql", "-storage-dsn", sqltest.PostgreSQL(t)}},
+		fileBackend(t, "file-b"),
+	})
 }

@@ -11,10 +11,11 @@ import (
 	"github.com/picomdm/picomdm/storage/file"
 	"github.com/picomdm/picomdm/storage/inmem"
 	"github.com/picomdm/picomdm/storage/mysql"
+	"github.com/picomdm/picomdm/storage/pgsql"
 )
 
 // Names lists the backends Open knows.
-var Names = []string{"file", "mysql", "inmem"}
+var Names = []string{"file", "mysql", "pgsql", "inmem"}
 
 // Open opens backend name with dsn and comma-separated key=value options.
 // The returned close function (nil when there is nothing to release) must
@@ -41,6 +42,12 @@ func Open(name, dsn, options string) (storage.Store, func() error, error) {
 		s, err := mysql.Open(dsn, opts)
 		if err != nil {
 			return nil, nil, fmt.Errorf("opening mysql storage: %w", err)
+		}
+		return s, s.Close, nil
+	case "pgsql":
+		s, err := pgsql.Open(dsn, opts)
+		if err != nil {
+			return nil, nil, fmt.Errorf("opening pgsql storage: %w", err)
 		}
 		return s, s.Close, nil
 	case "inmem":

@@ -8,14 +8,6 @@ import (
 	"github.com/picomdm/picomdm/storage/storagetest"
 )
 
-func TestPushTokenConformance(t *testing.T) {
-	s := open(t, filepath.Join(t.TempDir(), "store"), WithNoSync())
-	storagetest.RunPushToken(t, s)
-	storagetest.RunPushToken(t, s)
-}
-
-// TestPushTokenReopen: the mark, its reason and time are durable, and a
-// TokenUpdate's clearing of it too.
 func TestPushTokenReopen(t *testing.T) {
 	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "store")

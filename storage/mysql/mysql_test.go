@@ -35,7 +35,6 @@ func TestConformance(t *testing.T) {
 	// Twice against the same database: the suite must not depend on a
 	// fresh one.
 	storagetest.Run(t, s)
-	storagetest.RunPushToken(t, s)
 }
 
 // count runs a SELECT COUNT(*) query.

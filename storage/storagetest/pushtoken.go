@@ -12,10 +12,7 @@ import (
 // RunPushToken runs the storage.PushTokenStore conformance tests against
 // store, each behaviour as its own subtest. Like Run, it works on fresh
 // random enrollments and may run more than once against one store.
-func RunPushToken(t *testing.T, store interface {
-	storage.Store
-	storage.PushTokenStore
-}) {
+func RunPushToken(t *testing.T, store storage.Store) {
 	tests := []struct {
 		name string
 		fn   func(*testing.T, pushTokenStore)

@@ -55,6 +55,7 @@ func Run(t *testing.T, store storage.Store) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, store) })
 	}
+	t.Run("PushToken", func(t *testing.T) { RunPushToken(t, store) })
 }
 
 // mustEnqueue enqueues cmd to ids and fails on any error, per-ID included.

@@ -113,26 +113,9 @@ func (s *Store) AssociateCertHash(ctx context.Context, id, hash string, notAfter
 	})
 }
 
-// InvalidatePushToken implements storage.PushTokenStore when the primary
-// does; otherwise it is a no-op.
+// InvalidatePushToken implements storage.PushTokenStore.
 func (s *Store) InvalidatePushToken(ctx context.Context, id, reason string) error {
-	p, ok := s.Store.(storage.PushTokenStore)
-	if !ok {
-		return nil
-	}
-	return s.copyTo(ctx, "InvalidatePushToken", p.InvalidatePushToken(ctx, id, reason), func(o storage.Store) error {
-		if o, ok := o.(storage.PushTokenStore); ok {
-			return o.InvalidatePushToken(ctx, id, reason)
-		}
-		return nil
+	return s.copyTo(ctx, "InvalidatePushToken", s.Store.InvalidatePushToken(ctx, id, reason), func(o storage.Store) error {
+		return o.InvalidatePushToken(ctx, id, reason)
 	})
-}
-
-// PushTokenValid implements storage.PushTokenStore from the primary; a
-// primary without it reports every token valid.
-func (s *Store) PushTokenValid(ctx context.Context, id string) (bool, error) {
-	if p, ok := s.Store.(storage.PushTokenStore); ok {
-		return p.PushTokenValid(ctx, id)
-	}
-	return true, nil
 }

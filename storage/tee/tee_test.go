@@ -92,7 +92,3 @@ func TestErrors(t *testing.T) {
 		t.Fatal("primary failure not returned")
 	}
 }
-
-func TestPushTokenPassThrough(t *testing.T) {
-	storagetest.RunPushToken(t, New(inmem.New(), []storage.Store{inmem.New()}, nil))
-}

@@ -1,0 +1,247 @@
+// Package pgsql is PicoMDM's PostgreSQL storage backend (PostgreSQL 13+),
+// built for several stateless replicas sharing one database.
+//
+// The schema (schema/*.sql, embedded) is migrated at Open under an
+// advisory lock, so replicas may start at once. The command queue table
+// holds pending commands only: a final answer moves the row to the results
+// table in one statement, so finding the next command is one index probe
+// whatever the enrollment's history. Answered results are purged in the
+// background after the retention period (or not kept at all with
+// delete=1). See schema/0001_init.sql for the tables and which query uses
+// which index.
+//
+// Options (-storage-options, see sqlstore.ParseOptions): delete, migrate,
+// retention, purge_interval, max_open_conns, max_idle_conns,
+// conn_max_lifetime, conn_max_idle_time.
+package pgsql
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"embed"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lib/pq"
+	"github.com/picomdm/picomdm/storage"
+	"github.com/picomdm/picomdm/storage/internal/sqlstore"
+)
+
+//go:embed schema/*.sql
+var schemaFS embed.FS
+
+// Advisory lock keys (pg_advisory_lock takes one bigint). The high bytes
+// spell "picomdm", so they are unlikely to collide with another
+// application's locks in a shared database.
+const (
+	migrateLockKey int64 = 0x7069636f6d646d01
+	purgeLockKey   int64 = 0x7069636f6d646d02
+)
+
+// pingTimeout bounds the connectivity check in Open.
+const pingTimeout = 30 * time.Second
+
+// Store is the PostgreSQL backend: it implements storage.Store. Build it
+// with Open and release it with Close. It is safe for concurrent use, and
+// any number of Stores (in one process or many) may share a database.
+type Store struct {
+	db    *sql.DB
+	opts  sqlstore.Options
+	stmts stmtCache
+
+	// seen throttles last_seen_at writes per enrollment (seenInterval).
+	seen *sqlstore.Throttle
+
+	// stopPurge ends the background purge; purgeDone is closed when it
+	// has returned.
+	stopPurge context.CancelFunc
+	purgeDone chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ storage.Store = (*Store)(nil)
+
+// Open connects to the PostgreSQL database named by dsn (a lib/pq DSN:
+// "postgres://user@host/db?sslmode=disable" or "host=… dbname=…"),
+// sizes the connection pool, applies the schema migrations unless
+// migrate=0, and starts the background purge (when delete=1 or retention
+// is not 0). options are the -storage-options key/value pairs.
+//
+// Unless the DSN sets binary_parameters itself, it is turned on: lib/pq
+// then sends each parameterised query in one round trip instead of two.
+// Unless it sets plan_cache_mode, each connection plans every execution of
+// the prepared request-path statements afresh (see customPlans).
+func Open(dsn string, options map[string]string) (*Store, error) {
+	opts, err := sqlstore.ParseOptions(options)
+	if err != nil {
+		return nil, fmt.Errorf("pgsql: %w", err)
+	}
+	cfg, err := pq.NewConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("pgsql: parsing DSN: %w", err)
+	}
+	if !strings.Contains(dsn, "binary_parameters") {
+		cfg.BinaryParameters = true
+	}
+	if cfg.FallbackApplicationName == "" {
+		cfg.FallbackApplicationName = "picomdm"
+	}
+	pqConnector, err := pq.NewConnectorConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("pgsql: %w", err)
+	}
+	var connector driver.Connector = pqConnector
+	if !strings.Contains(dsn, "plan_cache_mode") {
+		connector = customPlans{pqConnector}
+	}
+	db := sql.OpenDB(connector)
+	opts.ApplyPool(db)
+
+	ctx, cancel := context.WithTimeout(context.Background(), pingTimeout)
+	err = db.PingContext(ctx)
+	cancel()
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("pgsql: connecting: %w", err)
+	}
+	if opts.Migrate {
+		if err := migrate(context.Background(), db); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("pgsql: %w", err)
+		}
+	}
+	warnIfNoAutovacuum(db)
+	s := &Store{db: db, opts: opts, stmts: stmtCache{db: db}, seen: sqlstore.NewThrottle(seenInterval)}
+	if opts.Delete || opts.Retention > 0 {
+		ctx, stop := context.WithCancel(context.Background())
+		s.stopPurge = stop
+		s.purgeDone = make(chan struct{})
+		go s.purgeLoop(ctx)
+	}
+	return s, nil
+}
+
+// Close stops the background purge and closes the connection pool.
+// Calling it again returns the first call's result.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		if s.stopPurge != nil {
+			s.stopPurge()
+			<-s.purgeDone
+		}
+		s.stmts.close()
+		s.closeErr = s.db.Close()
+	})
+	return s.closeErr
+}
+
+// Ping checks that the database is reachable.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.db.PingContext(ctx); err != nil {
+		return fmt.Errorf("pgsql: ping: %w", err)
+	}
+	return nil
+}
+
+// customPlans opens connections that plan every execution of a prepared
+// statement with its actual parameters (plan_cache_mode =
+// force_custom_plan). The request path prepares its statements (see
+// stmtCache), and by default PostgreSQL would switch a prepared statement
+// to a generic plan after five executions and keep it for the life of the
+// connection: a generic plan made while a table was tiny (a sequential
+// scan is cheapest there) would then be used on that table grown to
+// millions of rows until autoanalyze invalidates it. Planning each time
+// costs about 40µs here; parsing, which preparing saves, costs more.
+//
+// It is a SET on each new connection rather than a startup parameter, so
+// that connection poolers that refuse unknown startup parameters
+// (PgBouncer) still work.
+type customPlans struct{ *pq.Connector }
+
+// Connect implements driver.Connector.
+func (c customPlans) Connect(ctx context.Context) (driver.Conn, error) {
+	conn, err := c.Connector.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	exec, ok := conn.(driver.ExecerContext)
+	if !ok {
+		conn.Close()
+		return nil, errors.New("pgsql: driver connection cannot execute statements")
+	}
+	if _, err := exec.ExecContext(ctx, "SET plan_cache_mode = force_custom_plan", nil); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("setting plan_cache_mode: %w", err)
+	}
+	return conn, nil
+}
+
+// dialect is sqlstore.Dialect for PostgreSQL: a session-level advisory
+// lock serialises replicas migrating at once.
+type dialect struct{}
+
+// Lock waits for the migration lock, held by conn's session.
+func (dialect) Lock(ctx context.Context, conn *sql.Conn) error {
+	_, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock($1)", migrateLockKey)
+	return err
+}
+
+// Unlock releases the migration lock.
+func (dialect) Unlock(ctx context.Context, conn *sql.Conn) error {
+	var released bool
+	if err := conn.QueryRowContext(ctx, "SELECT pg_advisory_unlock($1)", migrateLockKey).Scan(&released); err != nil {
+		return err
+	}
+	if !released {
+		return errors.New("migration lock was not held")
+	}
+	return nil
+}
+
+// Placeholder returns PostgreSQL's n-th placeholder, $n.
+func (dialect) Placeholder(n int) string { return fmt.Sprintf("$%d", n) }
+
+// migrate applies the embedded schema migrations.
+func migrate(ctx context.Context, db *sql.DB) error {
+	migrations, err := sqlstore.LoadMigrations(schemaFS, "schema")
+	if err != nil {
+		return err
+	}
+	if _, err := sqlstore.Migrate(ctx, db, dialect{}, migrations); err != nil {
+		return err
+	}
+	return nil
+}
+
+// warnIfNoAutovacuum logs a warning when the server runs without
+// autovacuum: the queue tables churn (every answer deletes a queue row),
+// and without vacuuming their space is never reclaimed and their indexes
+// keep dead entries. The schema already asks for early vacuums of
+// command_queue; only the server setting can turn it off.
+func warnIfNoAutovacuum(db *sql.DB) {
+	ctx, cancel := context.WithTimeout(context.Background(), pingTimeout)
+	defer cancel()
+	var setting string
+	if err := db.QueryRowContext(ctx, "SELECT current_setting('autovacuum')").Scan(&setting); err != nil {
+		return // not worth failing Open for
+	}
+	if setting != "on" {
+		autovacuumWarning.Do(func() {
+			logger().Warn("PostgreSQL autovacuum is off: the command queue tables will bloat and slow down unless they are vacuumed by other means")
+		})
+	}
+}
+
+// autovacuumWarning makes the warning once per process, however many
+// stores it opens.
+var autovacuumWarning sync.Once
+
+// logger is where the background purge reports; the process logger once
+// the application has set it as slog's default.
+func logger() *slog.Logger { return slog.Default().With("storage", "pgsql") }

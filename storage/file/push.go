@@ -3,9 +3,7 @@ package file
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -49,23 +47,17 @@ func (s *Store) pushCertPath(topic string) string {
 // derived from the certificate and key, so storing the same pair again
 // does not make every cached copy reload, and a new pair always changes it.
 func (s *Store) StorePushCert(_ context.Context, pemCert, pemKey []byte) error {
-	cert, err := tls.X509KeyPair(pemCert, pemKey)
+	pc, err := storage.ParsePushCert(pemCert, pemKey)
 	if err != nil {
 		return fmt.Errorf("storing push cert: %w", err)
 	}
-	topic, err := storage.TopicFromCert(cert.Leaf)
-	if err != nil {
-		return fmt.Errorf("storing push cert: %w", err)
-	}
-	h := sha256.New()
-	h.Write(cert.Certificate[0])
-	h.Write(pemKey)
+	topic := pc.Topic
 	rec := &pushCertRecord{
 		Topic:      topic,
 		Cert:       pemCert,
 		Key:        pemKey,
-		StaleToken: hex.EncodeToString(h.Sum(nil)[:16]),
-		NotAfter:   cert.Leaf.NotAfter,
+		StaleToken: pc.StaleToken,
+		NotAfter:   pc.NotAfter,
 		StoredAt:   time.Now(),
 	}
 	if err := s.writeJSON(s.pushCertPath(topic), rec); err != nil {

@@ -6,9 +6,7 @@ package inmem
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -373,23 +371,17 @@ func (s *Store) RetrievePushInfo(_ context.Context, ids []string) (map[string]*m
 
 // StorePushCert implements storage.PushCertStore.
 func (s *Store) StorePushCert(_ context.Context, pemCert, pemKey []byte) error {
-	cert, err := tls.X509KeyPair(pemCert, pemKey)
+	pc, err := storage.ParsePushCert(pemCert, pemKey)
 	if err != nil {
 		return fmt.Errorf("storing push cert: %w", err)
 	}
-	topic, err := storage.TopicFromCert(cert.Leaf)
-	if err != nil {
-		return fmt.Errorf("storing push cert: %w", err)
-	}
-	// The token is derived from the pair, so storing the same pair again
-	// does not make every replica reload it.
-	sum := sha256.Sum256(append(bytes.Clone(cert.Certificate[0]), pemKey...))
+	topic := pc.Topic
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.pushCerts[topic] = &pushCert{
 		certPEM:    bytes.Clone(pemCert),
 		keyPEM:     bytes.Clone(pemKey),
-		staleToken: hex.EncodeToString(sum[:16]),
+		staleToken: pc.StaleToken,
 	}
 	return nil
 }

@@ -1,12 +1,9 @@
 package mysql
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"database/sql"
-	"encoding/hex"
 	"errors"
 	"fmt"
 
@@ -18,17 +15,11 @@ import (
 // do and storing the same pair twice (from two replicas) changes nothing.
 // PRIMARY.
 func (s *Store) StorePushCert(ctx context.Context, pemCert, pemKey []byte) error {
-	cert, err := tls.X509KeyPair(pemCert, pemKey)
+	pc, err := storage.ParsePushCert(pemCert, pemKey)
 	if err != nil {
 		return fmt.Errorf("storing push cert: %w", err)
 	}
-	topic, err := storage.TopicFromCert(cert.Leaf)
-	if err != nil {
-		return fmt.Errorf("storing push cert: %w", err)
-	}
-	sum := sha256.Sum256(append(bytes.Clone(cert.Certificate[0]), pemKey...))
-	token := hex.EncodeToString(sum[:16])
-	notAfter := cert.Leaf.NotAfter.UTC()
+	topic, token, notAfter := pc.Topic, pc.StaleToken, pc.NotAfter
 	_, err = s.exec(ctx, `INSERT INTO push_certs (topic, cert_pem, key_pem, stale_token, not_after, updated_at)
 VALUES (?, ?, ?, ?, ?, UTC_TIMESTAMP(6))
 ON DUPLICATE KEY UPDATE cert_pem = ?, key_pem = ?, stale_token = ?, not_after = ?,

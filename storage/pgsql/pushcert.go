@@ -2,10 +2,8 @@ package pgsql
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"database/sql"
-	"encoding/hex"
 	"errors"
 	"fmt"
 
@@ -29,19 +27,12 @@ ON CONFLICT (topic) DO UPDATE SET
 // certificate and key, so storing the same pair again does not make every
 // replica reload it, and a new pair always changes it.
 func (s *Store) StorePushCert(ctx context.Context, pemCert, pemKey []byte) error {
-	cert, err := tls.X509KeyPair(pemCert, pemKey)
+	pc, err := storage.ParsePushCert(pemCert, pemKey)
 	if err != nil {
 		return fmt.Errorf("storing push cert: %w", err)
 	}
-	topic, err := storage.TopicFromCert(cert.Leaf)
-	if err != nil {
-		return fmt.Errorf("storing push cert: %w", err)
-	}
-	h := sha256.New()
-	h.Write(cert.Certificate[0])
-	h.Write(pemKey)
-	staleToken := hex.EncodeToString(h.Sum(nil)[:16])
-	err = s.exec(ctx, storePushCertSQL, topic, pemCert, pemKey, staleToken, cert.Leaf.NotAfter)
+	topic := pc.Topic
+	err = s.exec(ctx, storePushCertSQL, topic, pemCert, pemKey, pc.StaleToken, pc.NotAfter)
 	if err != nil {
 		return fmt.Errorf("storing push cert for topic %q: %w", topic, err)
 	}

@@ -226,3 +226,22 @@ func TestSeveralBackends(t *testing.T) {
 		t.Fatalf("second backend: %v %v, want the command queued through the first server", cmd, err)
 	}
 }
+
+// TestDisableMDMWithCheckin: -disable-mdm wins over -checkin: neither MDM
+// endpoint is served, the API is.
+func TestDisableMDMWithCheckin(t *testing.T) {
+	s := startWithArgs(t, nil, []string{"-disable-mdm", "-checkin", "-api", apiKey, "-storage-dsn", filepath.Join(t.TempDir(), "db")}, nil)
+	for _, path := range []string{"/mdm", "/checkin"} {
+		resp, err := http.Post(s.URL+path, "application/x-apple-aspen-mdm-checkin", strings.NewReader("x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("%s on an API-only replica: %d", path, resp.StatusCode)
+		}
+	}
+	if status, _ := s.api(http.MethodGet, "/v1/pushcert?topic=x", nil); status != http.StatusNotFound {
+		t.Fatalf("API on -disable-mdm -checkin replica: %d", status)
+	}
+}

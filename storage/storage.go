@@ -151,4 +151,5 @@ type Store interface {
 	CertAuthStore
 	MigrationStore
 	PushTokenStore
+	CertAuthLookup
 }

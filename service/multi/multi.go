@@ -53,15 +53,31 @@ func New(first service.CheckinAndCommandService, others []service.CheckinAndComm
 // graceful shutdown and tests).
 func (m *Multi) Wait() { m.wg.Wait() }
 
-// runOthers runs call against every other service in the background, with
-// a context detached from the device's request (which ends when we answer)
-// but bounded by the timeout.
+// Queuer is implemented by other services that only put work on their
+// own bounded queue and never block (the webhook). Multi calls them in the
+// request's goroutine, so one enrollment's events reach their queue in the
+// order its requests were answered; goroutines started per request could
+// swap two quick requests.
+type Queuer interface {
+	// QueuesOnly reports that every method returns at once.
+	QueuesOnly() bool
+}
+
+// runOthers runs call against every other service: queuers right away,
+// the rest in the background, with a context detached from the device's
+// request (which ends when we answer) but bounded by the timeout.
 func (m *Multi) runOthers(r *mdm.Request, what string, call func(service.CheckinAndCommandService, *mdm.Request) error) {
 	if len(m.others) == 0 {
 		return
 	}
 	base := context.WithoutCancel(r.Context)
 	for _, svc := range m.others {
+		if q, ok := svc.(Queuer); ok && q.QueuesOnly() {
+			if err := call(svc, r.Clone(base)); err != nil {
+				m.logger.WarnContext(base, "secondary service failed", "message", what, "err", err)
+			}
+			continue
+		}
 		m.wg.Add(1)
 		go func() {
 			defer m.wg.Done()

@@ -115,3 +115,22 @@ func TestConcurrentUse(t *testing.T) {
 		t.Fatalf("other got %d calls, want 50", len(other.Calls()))
 	}
 }
+
+// queuer is a Recorder that says it only queues.
+type queuer struct{ servicetest.Recorder }
+
+func (*queuer) QueuesOnly() bool { return true }
+
+// Queuers are called in the request's goroutine, in request order.
+func TestQueuersRunInline(t *testing.T) {
+	q := &queuer{}
+	m := New(&servicetest.Recorder{}, nil)
+	m.others = append(m.others, q)
+	r := idleRequest(context.Background())
+	m.Authenticate(r, &mdm.Authenticate{})
+	m.TokenUpdate(r, &mdm.TokenUpdate{})
+	// No Wait: inline calls are done when the method returns.
+	if calls := q.Calls(); len(calls) != 2 || calls[0] != "Authenticate" || calls[1] != "TokenUpdate" {
+		t.Fatalf("queuer calls = %v, want both, in order", calls)
+	}
+}

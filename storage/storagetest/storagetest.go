@@ -56,6 +56,7 @@ func Run(t *testing.T, store storage.Store) {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, store) })
 	}
 	t.Run("PushToken", func(t *testing.T) { RunPushToken(t, store) })
+	t.Run("CertAuthLookup", func(t *testing.T) { RunCertAuthLookup(t, store) })
 }
 
 // mustEnqueue enqueues cmd to ids and fails on any error, per-ID included.

@@ -6,6 +6,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"flag"
@@ -14,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -21,6 +23,7 @@ import (
 	picohttp "github.com/picomdm/picomdm/http"
 	"github.com/picomdm/picomdm/http/api"
 	"github.com/picomdm/picomdm/http/auth"
+	"github.com/picomdm/picomdm/http/authproxy"
 	httpmdm "github.com/picomdm/picomdm/http/mdm"
 	pmlog "github.com/picomdm/picomdm/log"
 	"github.com/picomdm/picomdm/push"
@@ -28,8 +31,11 @@ import (
 	"github.com/picomdm/picomdm/service"
 	"github.com/picomdm/picomdm/service/certauth"
 	"github.com/picomdm/picomdm/service/core"
+	"github.com/picomdm/picomdm/service/ddm"
 	"github.com/picomdm/picomdm/service/dump"
+	"github.com/picomdm/picomdm/service/gettoken"
 	"github.com/picomdm/picomdm/service/multi"
+	"github.com/picomdm/picomdm/service/webhook"
 	"github.com/picomdm/picomdm/storage"
 	"github.com/picomdm/picomdm/storage/backends"
 	"github.com/picomdm/picomdm/storage/tee"
@@ -47,6 +53,7 @@ type App struct {
 	Store   storage.Store
 	handler http.Handler
 	multi   *multi.Multi
+	webhook *webhook.Webhook
 	closers []func() error
 }
 
@@ -129,9 +136,52 @@ func (a *App) wire(stdout io.Writer) error {
 	if cfg.UAZLDC {
 		coreOpts = append(coreOpts, core.WithUserAuthenticateZeroLengthDigestChallenge())
 	}
+	if cfg.DM != "" {
+		var dmOpts []ddm.Option
+		if cfg.DMSendHMACKey != "" {
+			dmOpts = append(dmOpts, ddm.WithSendHMACKey([]byte(cfg.DMSendHMACKey)))
+		}
+		if cfg.DMRecvHMACKey != "" {
+			dmOpts = append(dmOpts, ddm.WithRecvHMACKey([]byte(cfg.DMRecvHMACKey)))
+		}
+		fwd, err := ddm.New(cfg.DM, dmOpts...)
+		if err != nil {
+			return fmt.Errorf("-dm: %w", err)
+		}
+		coreOpts = append(coreOpts, core.WithDeclarativeManagement(fwd))
+	}
+	if len(cfg.GetTokenStatic) > 0 {
+		reg := gettoken.NewRegistry()
+		for _, spec := range cfg.GetTokenStatic {
+			typ, tok, err := gettoken.ParseStatic(spec)
+			if err != nil {
+				return fmt.Errorf("-get-token-static: %w", err)
+			}
+			reg.Register(typ, gettoken.StaticToken(tok))
+		}
+		coreOpts = append(coreOpts, core.WithGetToken(reg))
+	}
 	coreSvc := core.New(store, coreOpts...)
 	var svc service.CheckinAndCommandService = coreSvc
 	var others []service.CheckinAndCommandService
+	if cfg.WebhookURL != "" {
+		if u, err := url.Parse(cfg.WebhookURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("-webhook-url %q: want an http(s) URL", cfg.WebhookURL)
+		}
+		whOpts := []webhook.Option{webhook.WithLogger(a.Logger), webhook.WithRetryFor(cfg.WebhookRetryFor)}
+		if cfg.WebhookHMACKey != "" {
+			whOpts = append(whOpts, webhook.WithHMACKey([]byte(cfg.WebhookHMACKey)))
+		}
+		a.webhook = webhook.New(cfg.WebhookURL, store, whOpts...)
+		others = append(others, a.webhook)
+		// Close without Serve (tests) drains briefly; after Serve's
+		// shutdown drain a second Close is harmless.
+		a.closers = append([]func() error{func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			return a.webhook.Close(ctx)
+		}}, a.closers...)
+	}
 	if len(others) > 0 {
 		a.multi = multi.New(coreSvc, others, multi.WithLogger(a.Logger))
 		svc = a.multi
@@ -171,6 +221,13 @@ func (a *App) wire(stdout io.Writer) error {
 		if cfg.CertHeader != "" {
 			opts = append(opts, httpmdm.WithCertHeader(cfg.CertHeader))
 		}
+		if cfg.AuthProxyURL != "" {
+			target, err := url.Parse(cfg.AuthProxyURL)
+			if err != nil || !target.IsAbs() {
+				return fmt.Errorf("-auth-proxy-url %q: not an absolute URL", cfg.AuthProxyURL)
+			}
+			mux.Handle("/authproxy/", httpmdm.CertMiddleware(authproxy.New(target, store, authproxy.WithLogger(a.Logger)), opts...))
+		}
 		if cfg.Checkin {
 			mux.Handle("/checkin", httpmdm.CheckinHandler(svc, opts...))
 			mux.Handle("/mdm", httpmdm.CommandHandler(svc, opts...))
@@ -185,6 +242,9 @@ func (a *App) wire(stdout io.Writer) error {
 		apns.WithExpiration(cfg.PushExpiration),
 		apns.WithLogger(a.Logger),
 	}
+	// -push-ca replaces the system roots for Apple's services (APNs and
+	// escrow key unlock), for test servers.
+	var appleClient *http.Client
 	if cfg.PushCA != "" {
 		pemBytes, err := os.ReadFile(cfg.PushCA)
 		if err != nil {
@@ -195,6 +255,7 @@ func (a *App) wire(stdout io.Writer) error {
 			return fmt.Errorf("-push-ca %s: no PEM certificates", cfg.PushCA)
 		}
 		pushOpts = append(pushOpts, apns.WithRootCAs(pool))
+		appleClient = &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	}
 	pushSvc, err := apns.NewService(store, pushOpts...)
 	if err != nil {
@@ -205,6 +266,7 @@ func (a *App) wire(stdout io.Writer) error {
 	if cfg.APIKey != "" {
 		authed := picohttp.BasicAuth(cfg.APIKey)
 		mux.Handle("/v1/pushcert", authed(api.PushCertHandler(store, a.Logger)))
+		mux.Handle("/v1/escrowkeyunlock", authed(api.EscrowKeyUnlockHandler(store, cfg.EscrowKeyUnlockURL, appleClient, a.Logger)))
 		mux.Handle("/v1/enqueue/", authed(http.StripPrefix("/v1/enqueue/", api.EnqueueHandler(store, pusher, a.Logger))))
 		mux.Handle("/v1/push/", authed(http.StripPrefix("/v1/push/", api.PushHandler(pusher, a.Logger))))
 		if cfg.Migration {
@@ -251,6 +313,13 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	err := srv.Shutdown(sctx)
 	if a.multi != nil {
 		a.multi.Wait()
+	}
+	if a.webhook != nil {
+		wctx, wcancel := context.WithTimeout(context.Background(), cfg.ShutdownWait)
+		if werr := a.webhook.Close(wctx); werr != nil {
+			a.Logger.Warn("webhook: undelivered events at shutdown", "err", werr)
+		}
+		wcancel()
 	}
 	if err != nil {
 		return fmt.Errorf("shutdown: %w", err)

@@ -3,7 +3,9 @@ package app
 import (
 	"flag"
 	"fmt"
+	"github.com/picomdm/picomdm/http/api"
 	"github.com/picomdm/picomdm/push/apns"
+	"github.com/picomdm/picomdm/service/webhook"
 	"io"
 	"strings"
 	"time"
@@ -26,21 +28,30 @@ type Config struct {
 	// Storage, StorageDSN and StorageOptions may repeat: the i-th of each
 	// describe backend i; the first backend answers, the others are
 	// written to as well.
-	Storage        []string
-	StorageDSN     []string
-	StorageOptions []string
-	Version        bool
-	Dev            bool
-	PushURL        string
-	PushCA         string
-	PushWorkers    int
-	PushExpiration time.Duration
-	LogFormat      string
-	MaxBodyBytes   int64
-	ReadTimeout    time.Duration
-	WriteTimeout   time.Duration
-	IdleTimeout    time.Duration
-	ShutdownWait   time.Duration
+	Storage            []string
+	StorageDSN         []string
+	StorageOptions     []string
+	Version            bool
+	Dev                bool
+	WebhookURL         string
+	WebhookHMACKey     string
+	WebhookRetryFor    time.Duration
+	DM                 string
+	DMSendHMACKey      string
+	DMRecvHMACKey      string
+	GetTokenStatic     []string
+	AuthProxyURL       string
+	EscrowKeyUnlockURL string
+	PushURL            string
+	PushCA             string
+	PushWorkers        int
+	PushExpiration     time.Duration
+	LogFormat          string
+	MaxBodyBytes       int64
+	ReadTimeout        time.Duration
+	WriteTimeout       time.Duration
+	IdleTimeout        time.Duration
+	ShutdownWait       time.Duration
 }
 
 // EnvPrefix and LegacyEnvPrefix name the environment variables every flag
@@ -71,6 +82,15 @@ func newFlagSet(cfg *Config, output io.Writer) *flag.FlagSet {
 	fs.Var(&listFlag{values: &cfg.StorageDSN}, "storage-dsn", "storage data source, one per -storage: a directory for file (default \"db\"), a DSN for mysql/pgsql")
 	fs.Var(&listFlag{values: &cfg.StorageOptions}, "storage-options", "storage options, one per -storage, comma-separated key=value")
 	fs.BoolVar(&cfg.Version, "version", false, "print version and exit")
+	fs.StringVar(&cfg.WebhookURL, "webhook-url", "", "URL to POST MicroMDM-compatible webhook events to")
+	fs.StringVar(&cfg.WebhookHMACKey, "webhook-hmac-key", "", "key to sign webhook events with (X-Hmac-Signature: base64 HMAC-SHA256 of the body)")
+	fs.DurationVar(&cfg.WebhookRetryFor, "webhook-retry-for", webhook.DefaultRetryFor, "how long a failing webhook event is retried before it is dropped")
+	fs.StringVar(&cfg.DM, "dm", "", "URL to forward Declarative Management check-ins to")
+	fs.StringVar(&cfg.DMSendHMACKey, "dm-send-hmac-key", "", "sign requests to -dm with X-Hmac-Signature (HMAC-SHA256)")
+	fs.StringVar(&cfg.DMRecvHMACKey, "dm-recv-hmac-key", "", "require a valid X-Hmac-Signature on -dm answers")
+	fs.Var(&listFlag{values: &cfg.GetTokenStatic}, "get-token-static", "TYPE=TOKEN: answer GetToken of TokenServiceType TYPE with a static token (TOKEN: base64:…, text:…, or base64 else text); repeatable")
+	fs.StringVar(&cfg.AuthProxyURL, "auth-proxy-url", "", "target of the device-authenticated reverse proxy at /authproxy/")
+	fs.StringVar(&cfg.EscrowKeyUnlockURL, "escrowkeyunlock-url", api.EscrowKeyUnlockURL, "Apple's escrow key unlock service URL")
 	fs.StringVar(&cfg.PushURL, "push-url", apns.ProductionURL, "APNs base URL: production, development, or an https URL (test servers)")
 	fs.StringVar(&cfg.PushCA, "push-ca", "", "PEM file of CA certificates to trust for -push-url instead of the system roots (test APNs servers)")
 	fs.IntVar(&cfg.PushWorkers, "push-workers", apns.DefaultWorkers, "APNs pushes in flight at once, across all API requests")

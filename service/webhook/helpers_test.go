@@ -1,0 +1,240 @@
+package webhook
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/micromdm/plist"
+
+	"github.com/picomdm/picomdm/mdm"
+	"github.com/picomdm/picomdm/service"
+	"github.com/picomdm/picomdm/storage"
+)
+
+var _ service.CheckinAndCommandService = (*Webhook)(nil)
+
+// delivery is one POST the receiver accepted.
+type delivery struct {
+	method string
+	header http.Header
+	body   []byte
+}
+
+// event decodes the delivery's body.
+func (d delivery) event(t *testing.T) *Event {
+	t.Helper()
+	ev := new(Event)
+	if err := json.Unmarshal(d.body, ev); err != nil {
+		t.Fatalf("decoding event %s: %v", d.body, err)
+	}
+	return ev
+}
+
+// receiver is a webhook endpoint that can be made to fail (503), to hang
+// until the client gives up, or to go away entirely (listener closed).
+type receiver struct {
+	t        *testing.T
+	addr     string
+	mu       sync.Mutex
+	srv      *http.Server
+	got      []delivery
+	attempts atomic.Int64
+	fail     atomic.Bool  // answer 503
+	hang     atomic.Int64 // this many next requests hang until cancelled
+	block    chan struct{}
+}
+
+func newReceiver(t *testing.T) *receiver {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := &receiver{t: t, addr: ln.Addr().String()}
+	rc.serve(ln)
+	t.Cleanup(rc.down)
+	return rc
+}
+
+func (rc *receiver) URL() string { return "http://" + rc.addr + "/webhook" }
+
+func (rc *receiver) serve(ln net.Listener) {
+	srv := &http.Server{Handler: http.HandlerFunc(rc.handle)}
+	rc.mu.Lock()
+	rc.srv = srv
+	rc.mu.Unlock()
+	go srv.Serve(ln)
+}
+
+// down closes the listener and every connection: deliveries now fail with
+// "connection refused".
+func (rc *receiver) down() {
+	rc.mu.Lock()
+	srv := rc.srv
+	rc.srv = nil
+	rc.mu.Unlock()
+	if srv != nil {
+		srv.Close()
+	}
+}
+
+// up listens again on the same address.
+func (rc *receiver) up() {
+	rc.t.Helper()
+	var ln net.Listener
+	var err error
+	for range 50 { // the port may take a moment to be free again
+		if ln, err = net.Listen("tcp", rc.addr); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		rc.t.Fatalf("listening again on %s: %v", rc.addr, err)
+	}
+	rc.serve(ln)
+}
+
+func (rc *receiver) handle(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return
+	}
+	rc.attempts.Add(1)
+	if rc.block != nil {
+		select {
+		case <-rc.block:
+		case <-r.Context().Done():
+			return
+		}
+	}
+	if rc.hang.Add(-1) >= 0 {
+		<-r.Context().Done() // until the client's timeout
+		return
+	}
+	if rc.fail.Load() {
+		http.Error(w, "down for maintenance", http.StatusServiceUnavailable)
+		return
+	}
+	rc.mu.Lock()
+	rc.got = append(rc.got, delivery{method: r.Method, header: r.Header.Clone(), body: body})
+	rc.mu.Unlock()
+	w.WriteHeader(http.StatusNoContent) // any 2xx is success
+}
+
+func (rc *receiver) deliveries() []delivery {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return append([]delivery(nil), rc.got...)
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// waitDeliveries waits until the receiver has accepted n events and
+// returns them.
+func (rc *receiver) waitDeliveries(t *testing.T, n int) []delivery {
+	t.Helper()
+	waitFor(t, "deliveries", func() bool { return len(rc.deliveries()) >= n })
+	return rc.deliveries()
+}
+
+// tallies is a storage.TokenUpdateTallyStore that counts reads per ID, or
+// fails with err.
+type tallies struct {
+	mu  sync.Mutex
+	n   map[string]int
+	err error
+}
+
+func (s *tallies) RetrieveTokenUpdateTally(_ context.Context, id string) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return 0, s.err
+	}
+	if s.n == nil {
+		s.n = map[string]int{}
+	}
+	s.n[id]++
+	return s.n[id], nil
+}
+
+var errNoTally = errors.New("tally store down")
+
+var _ storage.TokenUpdateTallyStore = (*tallies)(nil)
+
+// newTestWebhook returns a Webhook with fast backoff, closed at cleanup.
+func newTestWebhook(t *testing.T, url string, tally storage.TokenUpdateTallyStore, opts ...Option) *Webhook {
+	t.Helper()
+	if tally == nil {
+		tally = new(tallies)
+	}
+	opts = append([]Option{WithBackoff(2*time.Millisecond, 20*time.Millisecond), WithRetryFor(30 * time.Second)}, opts...)
+	w := New(url, tally, opts...)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		w.Close(ctx)
+	})
+	return w
+}
+
+// encode returns the plist for a message given as keys and values.
+func encode(t *testing.T, msg map[string]any) []byte {
+	t.Helper()
+	raw, err := plist.MarshalIndent(msg, "\t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// send passes a check-in (MessageType set) or command report (Status set)
+// through the same dispatch the HTTP handlers use.
+func send(t *testing.T, svc service.CheckinAndCommandService, params map[string]string, msg map[string]any) []byte {
+	t.Helper()
+	raw := encode(t, msg)
+	r := mdm.NewRequest(context.Background(), nil)
+	r.Params = params
+	var out []byte
+	var err error
+	if _, ok := msg["MessageType"]; ok {
+		out, err = service.CheckinRequest(svc, r, raw)
+	} else {
+		out, err = service.CommandReportRequest(svc, r, raw)
+	}
+	if err != nil {
+		t.Fatalf("sending %v: %v", msg, err)
+	}
+	if out != nil {
+		t.Errorf("the webhook answered the device with %q; it must never answer", out)
+	}
+	return raw
+}
+
+// report is an Idle-or-answer command report for the device udid.
+func report(udid, status, commandUUID string) map[string]any {
+	m := map[string]any{"UDID": udid, "Status": status}
+	if commandUUID != "" {
+		m["CommandUUID"] = commandUUID
+	}
+	return m
+}

@@ -123,7 +123,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		return
 	}
-	w.Header().Set("Content-Type", "application/xml")
+	w.Header().Set("Content-Type", contentType(resp))
 	w.WriteHeader(http.StatusOK)
 	if _, err := w.Write(resp); err != nil {
 		h.logger.DebugContext(r.Context(), "writing mdm response", "err", err)
@@ -216,4 +216,19 @@ func CertMiddleware(next http.Handler, opts ...Option) http.Handler {
 		r.ContentLength = int64(len(body))
 		next.ServeHTTP(w, r)
 	})
+}
+
+// contentType labels an answer: Declarative Management answers are JSON,
+// everything else (commands, tokens, digest challenges) a plist.
+func contentType(body []byte) string {
+	for _, c := range body {
+		switch c {
+		case ' ', '\t', '\r', '\n':
+			continue
+		case '{', '[':
+			return "application/json"
+		}
+		break
+	}
+	return "application/xml"
 }

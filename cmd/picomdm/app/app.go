@@ -54,6 +54,7 @@ type App struct {
 	handler http.Handler
 	multi   *multi.Multi
 	webhook *webhook.Webhook
+	routes  []string
 	closers []func() error
 }
 
@@ -226,13 +227,13 @@ func (a *App) wire(stdout io.Writer) error {
 			if err != nil || !target.IsAbs() {
 				return fmt.Errorf("-auth-proxy-url %q: not an absolute URL", cfg.AuthProxyURL)
 			}
-			mux.Handle("/authproxy/", httpmdm.CertMiddleware(authproxy.New(target, store, authproxy.WithLogger(a.Logger)), opts...))
+			a.handle(mux, "/authproxy/", httpmdm.CertMiddleware(authproxy.New(target, store, authproxy.WithLogger(a.Logger)), opts...))
 		}
 		if cfg.Checkin {
-			mux.Handle("/checkin", httpmdm.CheckinHandler(svc, opts...))
-			mux.Handle("/mdm", httpmdm.CommandHandler(svc, opts...))
+			a.handle(mux, "/checkin", httpmdm.CheckinHandler(svc, opts...))
+			a.handle(mux, "/mdm", httpmdm.CommandHandler(svc, opts...))
 		} else {
-			mux.Handle("/mdm", httpmdm.CheckinAndCommandHandler(svc, opts...))
+			a.handle(mux, "/mdm", httpmdm.CheckinAndCommandHandler(svc, opts...))
 		}
 	}
 
@@ -265,12 +266,12 @@ func (a *App) wire(stdout io.Writer) error {
 	var pusher push.Pusher = pushSvc
 	if cfg.APIKey != "" {
 		authed := picohttp.BasicAuth(cfg.APIKey)
-		mux.Handle("/v1/pushcert", authed(api.PushCertHandler(store, a.Logger)))
-		mux.Handle("/v1/escrowkeyunlock", authed(api.EscrowKeyUnlockHandler(store, cfg.EscrowKeyUnlockURL, appleClient, a.Logger)))
-		mux.Handle("/v1/enqueue/", authed(http.StripPrefix("/v1/enqueue/", api.EnqueueHandler(store, pusher, a.Logger))))
-		mux.Handle("/v1/push/", authed(http.StripPrefix("/v1/push/", api.PushHandler(pusher, a.Logger))))
+		a.handle(mux, "/v1/pushcert", authed(api.PushCertHandler(store, a.Logger)))
+		a.handle(mux, "/v1/escrowkeyunlock", authed(api.EscrowKeyUnlockHandler(store, cfg.EscrowKeyUnlockURL, appleClient, a.Logger)))
+		a.handle(mux, "/v1/enqueue/", authed(http.StripPrefix("/v1/enqueue/", api.EnqueueHandler(store, pusher, a.Logger))))
+		a.handle(mux, "/v1/push/", authed(http.StripPrefix("/v1/push/", api.PushHandler(pusher, a.Logger))))
 		if cfg.Migration {
-			mux.Handle("/migration", authed(api.MigrationHandler(migrationSvc, a.Logger)))
+			a.handle(mux, "/migration", authed(api.MigrationHandler(migrationSvc, a.Logger)))
 		}
 	} else {
 		a.Logger.Warn("no -api key: API endpoints are disabled")
@@ -278,10 +279,20 @@ func (a *App) wire(stdout io.Writer) error {
 			return errors.New("-migration needs -api")
 		}
 	}
-	mux.Handle("/version", api.VersionHandler(Version))
+	a.handle(mux, "/version", api.VersionHandler(Version))
 	a.handler = mux
 	return nil
 }
+
+// handle registers h at pattern and remembers the pattern for Routes.
+func (a *App) handle(mux *http.ServeMux, pattern string, h http.Handler) {
+	a.routes = append(a.routes, pattern)
+	mux.Handle(pattern, h)
+}
+
+// Routes returns the URL patterns the server registered, in order (what
+// docs/openapi.yaml must document).
+func (a *App) Routes() []string { return append([]string(nil), a.routes...) }
 
 // Handler returns the server's root HTTP handler.
 func (a *App) Handler() http.Handler { return a.handler }

@@ -58,8 +58,26 @@ type App struct {
 	closers []func() error
 }
 
-// errVersionPrinted makes Main exit 0 after -version.
-var errVersionPrinted = errors.New("version printed")
+// errVersionPrinted makes Main exit 0 after -version, errHealthy after a
+// passing -healthcheck.
+var (
+	errVersionPrinted = errors.New("version printed")
+	errHealthy        = errors.New("healthy")
+)
+
+// healthcheck GETs url: nil for a 200, an error otherwise.
+func healthcheck(url string) error {
+	client := &http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get(url)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthcheck: %s answered %s", url, resp.Status)
+	}
+	return nil
+}
 
 // New parses args (plus getenv's PICOMDM_*/NANOMDM_* variables) and wires
 // the server, without listening yet.
@@ -71,6 +89,12 @@ func New(args []string, getenv func(string) string, stdout, stderr io.Writer) (*
 	if cfg.Version {
 		fmt.Fprintln(stdout, "picomdm", Version)
 		return nil, errVersionPrinted
+	}
+	if cfg.Healthcheck != "" {
+		if err := healthcheck(cfg.Healthcheck); err != nil {
+			return nil, err
+		}
+		return nil, errHealthy
 	}
 	logger, err := pmlog.New(stderr, cfg.LogFormat, cfg.Debug)
 	if err != nil {
@@ -351,7 +375,7 @@ func (a *App) Close() error {
 // ctx is done.
 func Main(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	a, err := New(args, getenv, stdout, stderr)
-	if errors.Is(err, errVersionPrinted) || errors.Is(err, flag.ErrHelp) {
+	if errors.Is(err, errVersionPrinted) || errors.Is(err, errHealthy) || errors.Is(err, flag.ErrHelp) {
 		return nil
 	}
 	if err != nil {

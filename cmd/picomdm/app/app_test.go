@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -112,5 +113,18 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 	if _, err := http.Get(url); err == nil {
 		t.Fatal("server still answering after shutdown")
+	}
+}
+
+func TestHealthcheckFlag(t *testing.T) {
+	ok := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer ok.Close()
+	bad := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(503) }))
+	defer bad.Close()
+	if err := Main(context.Background(), []string{"-healthcheck", ok.URL}, nil, io.Discard, io.Discard); err != nil {
+		t.Fatalf("healthy: %v", err)
+	}
+	if err := Main(context.Background(), []string{"-healthcheck", bad.URL}, nil, io.Discard, io.Discard); err == nil {
+		t.Fatal("503 passed the healthcheck")
 	}
 }

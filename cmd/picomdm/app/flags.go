@@ -32,6 +32,7 @@ type Config struct {
 	StorageDSN         []string
 	StorageOptions     []string
 	Version            bool
+	Healthcheck        string
 	Dev                bool
 	WebhookURL         string
 	WebhookHMACKey     string
@@ -82,6 +83,7 @@ func newFlagSet(cfg *Config, output io.Writer) *flag.FlagSet {
 	fs.Var(&listFlag{values: &cfg.StorageDSN}, "storage-dsn", "storage data source, one per -storage: a directory for file (default \"db\"), a DSN for mysql/pgsql")
 	fs.Var(&listFlag{values: &cfg.StorageOptions}, "storage-options", "storage options, one per -storage, comma-separated key=value")
 	fs.BoolVar(&cfg.Version, "version", false, "print version and exit")
+	fs.StringVar(&cfg.Healthcheck, "healthcheck", "", "GET this URL and exit 0 if it answers 200, else 1 (for container HEALTHCHECKs); starts no server")
 	fs.StringVar(&cfg.WebhookURL, "webhook-url", "", "URL to POST MicroMDM-compatible webhook events to")
 	fs.StringVar(&cfg.WebhookHMACKey, "webhook-hmac-key", "", "key to sign webhook events with (X-Hmac-Signature: base64 HMAC-SHA256 of the body)")
 	fs.DurationVar(&cfg.WebhookRetryFor, "webhook-retry-for", webhook.DefaultRetryFor, "how long a failing webhook event is retried before it is dropped")

@@ -56,6 +56,12 @@ func BenchmarkNextCommand(b *testing.B, store storage.Store, history int) {
 		if _, err := store.EnqueueCommand(ctx, ids, cmd); err != nil {
 			b.Fatalf("enqueue: %v", err)
 		}
+		// As a device does: fetch, then answer. (The lookup also lets
+		// PostgreSQL reclaim the answered rows' index entries, as real
+		// traffic does, where nothing else vacuums.)
+		if _, err := store.RetrieveNextCommand(d.Request()); err != nil {
+			b.Fatalf("next command: %v", err)
+		}
 		if err := store.StoreCommandReport(d.Request(), d.Report(cmd.CommandUUID, mdm.StatusAcknowledged)); err != nil {
 			b.Fatalf("report: %v", err)
 		}

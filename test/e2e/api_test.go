@@ -95,7 +95,7 @@ func TestAPI(t *testing.T) {
 		}
 	})
 
-	t.Run("push errors are reported until push is configured", func(t *testing.T) {
+	t.Run("a failed push is reported, the command stays queued", func(t *testing.T) {
 		_, raw := apiclient.NewCommand("ProfileList", nil)
 		status, body, err := apiclient.Enqueue(c, s.URL, apiKey, []string{d.ID()}, raw, false)
 		if err != nil {

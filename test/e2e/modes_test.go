@@ -2,14 +2,18 @@ package e2e
 
 import (
 	"bytes"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/picomdm/picomdm/mdm/profile"
+	"github.com/picomdm/picomdm/storage/storagetest"
 	"github.com/picomdm/picomdm/test/apiclient"
 	"github.com/picomdm/picomdm/test/device"
+	"github.com/smallstep/pkcs7"
 )
 
 // TestSeparateCheckinEndpoint: with -checkin, check-ins go to /checkin and
@@ -243,5 +247,51 @@ func TestDisableMDMWithCheckin(t *testing.T) {
 	}
 	if status, _ := s.api(http.MethodGet, "/v1/pushcert?topic=x", nil); status != http.StatusNotFound {
 		t.Fatalf("API on -disable-mdm -checkin replica: %d", status)
+	}
+}
+
+// TestEnrollProfile: -enroll-profile serves the profile at /mdm/enroll,
+// CMS-signed with -enroll-sign-cert/-enroll-sign-key.
+func TestEnrollProfile(t *testing.T) {
+	dir := t.TempDir()
+	raw, err := profile.Generate(profile.Options{
+		ServerURL: "https://mdm.example.com/mdm",
+		Topic:     "com.apple.mgmt.External.test",
+		SCEP:      &profile.SCEP{URL: "https://scep.example.com/scep", Challenge: "secret"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "enroll.mobileconfig")
+	os.WriteFile(file, raw, 0o644)
+	certPEM, keyPEM := storagetest.NewPushCert("")
+	os.WriteFile(filepath.Join(dir, "sign.pem"), certPEM, 0o644)
+	os.WriteFile(filepath.Join(dir, "sign.key"), keyPEM, 0o600)
+
+	for _, signed := range []bool{false, true} {
+		args := []string{"-enroll-profile", file}
+		if signed {
+			args = append(args, "-enroll-sign-cert", filepath.Join(dir, "sign.pem"), "-enroll-sign-key", filepath.Join(dir, "sign.key"))
+		}
+		s := startServer(t, args...)
+		resp, err := http.Get(s.URL + "/mdm/enroll")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/x-apple-aspen-config" {
+			t.Fatalf("signed=%v: %d %q", signed, resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+		if !signed && !bytes.Equal(body, raw) {
+			t.Fatal("unsigned profile not served byte-exact")
+		}
+		if signed {
+			p7, err := pkcs7.Parse(body)
+			if err != nil || p7.Verify() != nil || !bytes.Equal(p7.Content, raw) {
+				t.Fatalf("signed profile does not verify or differs: %v", err)
+			}
+		}
+		s.stop()
 	}
 }

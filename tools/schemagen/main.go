@@ -4,6 +4,7 @@
 //
 //	mdm/testdata/checkin_schemas.json  every check-in MessageType, its channels and typed keys
 //	mdm/testdata/command_schemas.json  every command RequestType and its typed keys
+//	cmd/picocmd/commands_gen.go        the same commands as a Go table for picocmd
 //
 // The output is sorted and deterministic, and it is committed; a test in
 // this package fails when it is stale. Run it from anywhere inside the
@@ -37,16 +38,18 @@ var schemaSubdir = filepath.Join("shared", "apple-device-management")
 func main() {
 	schemas := flag.String("schemas", "", "directory of Apple's device-management schemas (default: ../shared/apple-device-management relative to the repository root, searched upwards)")
 	out := flag.String("out", "", "output directory (default: the repository's mdm/testdata)")
+	table := flag.String("table", "", "output file of picocmd's Go command table (default: the repository's "+tableOutput+")")
 	flag.Parse()
-	if err := run(*schemas, *out); err != nil {
+	if err := run(*schemas, *out, *table); err != nil {
 		fmt.Fprintln(os.Stderr, "schemagen:", err)
 		os.Exit(1)
 	}
 }
 
-// run resolves the default directories and writes the output files.
-func run(schemaDir, outDir string) error {
-	if schemaDir == "" || outDir == "" {
+// run resolves the default locations and writes the output files: the
+// JSON test data into outDir and the Go command table to tableFile.
+func run(schemaDir, outDir, tableFile string) error {
+	if schemaDir == "" || outDir == "" || tableFile == "" {
 		root, err := findRepoRoot()
 		if err != nil {
 			return err
@@ -59,6 +62,9 @@ func run(schemaDir, outDir string) error {
 		if outDir == "" {
 			outDir = filepath.Join(root, "mdm", "testdata")
 		}
+		if tableFile == "" {
+			tableFile = filepath.Join(root, filepath.FromSlash(tableOutput))
+		}
 	}
 	files, err := render(schemaDir)
 	if err != nil {
@@ -68,7 +74,11 @@ func run(schemaDir, outDir string) error {
 		return err
 	}
 	for name, b := range files {
-		if err := writeFileAtomic(filepath.Join(outDir, name), b); err != nil {
+		dest := filepath.Join(outDir, name)
+		if name == tableOutput {
+			dest = tableFile
+		}
+		if err := writeFileAtomic(dest, b); err != nil {
 			return err
 		}
 	}

@@ -28,19 +28,24 @@ func schemaDirOrSkip(t *testing.T) (root, schemas string) {
 }
 
 // TestGeneratedUpToDate re-runs the generator into a temporary directory
-// and fails if the committed mdm/testdata differs.
+// and fails if the committed mdm/testdata or picocmd table differs.
 func TestGeneratedUpToDate(t *testing.T) {
 	root, schemas := schemaDirOrSkip(t)
 	out := t.TempDir()
-	if err := run(schemas, out); err != nil {
+	table := filepath.Join(out, "commands_gen.go")
+	if err := run(schemas, out, table); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{checkinOutput, commandOutput} {
-		want, err := os.ReadFile(filepath.Join(out, name))
+	for _, f := range []struct{ fresh, committed string }{
+		{filepath.Join(out, checkinOutput), filepath.Join(root, "mdm", "testdata", checkinOutput)},
+		{filepath.Join(out, commandOutput), filepath.Join(root, "mdm", "testdata", commandOutput)},
+		{table, filepath.Join(root, filepath.FromSlash(tableOutput))},
+	} {
+		want, err := os.ReadFile(f.fresh)
 		if err != nil {
 			t.Fatal(err)
 		}
-		committed := filepath.Join(root, "mdm", "testdata", name)
+		committed := f.committed
 		got, err := os.ReadFile(committed)
 		if err != nil {
 			t.Fatalf("%v (run: go generate ./mdm)", err)

@@ -363,7 +363,9 @@ const (
 	commandOutput = "command_schemas.json"
 )
 
-// render builds the output files' contents from the schema directory.
+// render builds the output files' contents from the schema directory,
+// keyed by file name: the JSON test data by its name in mdm/testdata, the
+// Go command table by tableOutput (its path from the repository root).
 func render(schemaDir string) (map[string][]byte, error) {
 	checkins, err := loadDir(filepath.Join(schemaDir, "mdm", "checkin"))
 	if err != nil {
@@ -385,7 +387,11 @@ func render(schemaDir string) (map[string][]byte, error) {
 	for _, s := range commands {
 		mf.Commands = append(mf.Commands, s.output())
 	}
-	out := make(map[string][]byte, 2)
+	table, err := renderTable(commands)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]byte{tableOutput: table}
 	for name, v := range map[string]any{checkinOutput: cf, commandOutput: mf} {
 		b, err := marshal(v)
 		if err != nil {

@@ -26,6 +26,7 @@ import (
 	"github.com/picomdm/picomdm/http/authproxy"
 	httpmdm "github.com/picomdm/picomdm/http/mdm"
 	pmlog "github.com/picomdm/picomdm/log"
+	"github.com/picomdm/picomdm/mdm/profile"
 	"github.com/picomdm/picomdm/push"
 	"github.com/picomdm/picomdm/push/apns"
 	"github.com/picomdm/picomdm/service"
@@ -246,6 +247,13 @@ func (a *App) wire(stdout io.Writer) error {
 		if cfg.CertHeader != "" {
 			opts = append(opts, httpmdm.WithCertHeader(cfg.CertHeader))
 		}
+		if cfg.EnrollProfile != "" {
+			h, err := enrollProfileHandler(cfg)
+			if err != nil {
+				return err
+			}
+			a.handle(mux, "/mdm/enroll", h)
+		}
 		if cfg.AuthProxyURL != "" {
 			target, err := url.Parse(cfg.AuthProxyURL)
 			if err != nil || !target.IsAbs() {
@@ -306,6 +314,32 @@ func (a *App) wire(stdout io.Writer) error {
 	a.handle(mux, "/version", api.VersionHandler(Version))
 	a.handler = mux
 	return nil
+}
+
+// enrollProfileHandler serves -enroll-profile, signed once at start-up
+// when -enroll-sign-cert and -enroll-sign-key are given.
+func enrollProfileHandler(cfg *Config) (http.Handler, error) {
+	b, err := os.ReadFile(cfg.EnrollProfile)
+	if err != nil {
+		return nil, fmt.Errorf("reading -enroll-profile: %w", err)
+	}
+	if (cfg.EnrollSignCert == "") != (cfg.EnrollSignKey == "") {
+		return nil, errors.New("-enroll-sign-cert and -enroll-sign-key go together")
+	}
+	if cfg.EnrollSignCert != "" {
+		certPEM, err := os.ReadFile(cfg.EnrollSignCert)
+		if err != nil {
+			return nil, fmt.Errorf("reading -enroll-sign-cert: %w", err)
+		}
+		keyPEM, err := os.ReadFile(cfg.EnrollSignKey)
+		if err != nil {
+			return nil, fmt.Errorf("reading -enroll-sign-key: %w", err)
+		}
+		if b, err = profile.SignPEM(b, certPEM, keyPEM); err != nil {
+			return nil, fmt.Errorf("signing enrollment profile: %w", err)
+		}
+	}
+	return profile.NewHandler(b), nil
 }
 
 // handle registers h at pattern and remembers the pattern for Routes.

@@ -33,6 +33,9 @@ type Config struct {
 	StorageOptions     []string
 	Version            bool
 	Healthcheck        string
+	EnrollProfile      string
+	EnrollSignCert     string
+	EnrollSignKey      string
 	Dev                bool
 	WebhookURL         string
 	WebhookHMACKey     string
@@ -83,6 +86,9 @@ func newFlagSet(cfg *Config, output io.Writer) *flag.FlagSet {
 	fs.Var(&listFlag{values: &cfg.StorageDSN}, "storage-dsn", "storage data source, one per -storage: a directory for file (default \"db\"), a DSN for mysql/pgsql")
 	fs.Var(&listFlag{values: &cfg.StorageOptions}, "storage-options", "storage options, one per -storage, comma-separated key=value")
 	fs.BoolVar(&cfg.Version, "version", false, "print version and exit")
+	fs.StringVar(&cfg.EnrollProfile, "enroll-profile", "", "enrollment .mobileconfig file to serve at /mdm/enroll (see picoprofile)")
+	fs.StringVar(&cfg.EnrollSignCert, "enroll-sign-cert", "", "PEM file of the certificate (then intermediates) that signs the served enrollment profile")
+	fs.StringVar(&cfg.EnrollSignKey, "enroll-sign-key", "", "PEM file of the enrollment profile signing key")
 	fs.StringVar(&cfg.Healthcheck, "healthcheck", "", "GET this URL and exit 0 if it answers 200, else 1 (for container HEALTHCHECKs); starts no server")
 	fs.StringVar(&cfg.WebhookURL, "webhook-url", "", "URL to POST MicroMDM-compatible webhook events to")
 	fs.StringVar(&cfg.WebhookHMACKey, "webhook-hmac-key", "", "key to sign webhook events with (X-Hmac-Signature: base64 HMAC-SHA256 of the body)")

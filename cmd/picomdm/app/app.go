@@ -212,7 +212,10 @@ func (a *App) wire(stdout io.Writer) error {
 		a.multi = multi.New(coreSvc, others, multi.WithLogger(a.Logger))
 		svc = a.multi
 	}
-	migrationSvc := svc // migrated enrollments carry no certificate: no certauth
+	// Migrated check-ins go into the core service only (DESIGN §3): they
+	// carry no certificate (no certauth) and are not new device events (no
+	// webhook).
+	migrationSvc := coreSvc
 
 	var certAuthOpts []certauth.Option
 	certAuthOpts = append(certAuthOpts, certauth.WithLogger(a.Logger))

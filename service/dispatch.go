@@ -2,8 +2,10 @@ package service
 
 import (
 	"fmt"
+	"log/slog"
 
 	"github.com/micromdm/plist"
+	pmlog "github.com/picomdm/picomdm/log"
 	"github.com/picomdm/picomdm/mdm"
 )
 
@@ -15,6 +17,8 @@ func resolve(r *mdm.Request, keys *mdm.Enrollment) error {
 		return &mdm.ParseError{What: "enrollment ID", Err: err}
 	}
 	r.EnrollID = id
+	// Every later log line of the request names the enrollment.
+	r.Context = pmlog.With(r.Context, slog.String("enrollment_id", id.ID))
 	return nil
 }
 
@@ -74,6 +78,9 @@ func CommandReportRequest(svc CommandAndReportResults, r *mdm.Request, body []by
 	}
 	if err := resolve(r, report.EnrollmentKeys()); err != nil {
 		return nil, err
+	}
+	if report.CommandUUID != "" {
+		r.Context = pmlog.With(r.Context, slog.String("command_uuid", report.CommandUUID))
 	}
 	cmd, err := svc.CommandAndReportResults(r, report)
 	if err != nil || cmd == nil {

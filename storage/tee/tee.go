@@ -119,3 +119,11 @@ func (s *Store) InvalidatePushToken(ctx context.Context, id, reason string) erro
 		return o.InvalidatePushToken(ctx, id, reason)
 	})
 }
+
+// Ping checks the primary backend, if it can be pinged (readiness).
+func (s *Store) Ping(ctx context.Context) error {
+	if p, ok := s.Store.(interface{ Ping(context.Context) error }); ok {
+		return p.Ping(ctx)
+	}
+	return nil
+}

@@ -18,15 +18,19 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	picohttp "github.com/picomdm/picomdm/http"
 	"github.com/picomdm/picomdm/http/api"
 	"github.com/picomdm/picomdm/http/auth"
 	"github.com/picomdm/picomdm/http/authproxy"
+	"github.com/picomdm/picomdm/http/health"
 	httpmdm "github.com/picomdm/picomdm/http/mdm"
+	"github.com/picomdm/picomdm/http/observe"
 	pmlog "github.com/picomdm/picomdm/log"
 	"github.com/picomdm/picomdm/mdm/profile"
+	"github.com/picomdm/picomdm/metrics"
 	"github.com/picomdm/picomdm/push"
 	"github.com/picomdm/picomdm/push/apns"
 	"github.com/picomdm/picomdm/service"
@@ -57,6 +61,9 @@ type App struct {
 	webhook *webhook.Webhook
 	routes  []string
 	closers []func() error
+	// metrics feeds /metrics; draining turns /readyz to 503 at shutdown.
+	metrics  *metrics.Registry
+	draining atomic.Bool
 }
 
 // errVersionPrinted makes Main exit 0 after -version, errHealthy after a
@@ -136,6 +143,8 @@ func (a *App) wire(stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	a.metrics = metrics.New(Version, metrics.WithLogger(a.Logger))
+	store = a.metrics.InstrumentStore(store)
 	a.Store = store
 
 	if cfg.Dev && cfg.CA == "" && !cfg.DisableMDM {
@@ -199,6 +208,10 @@ func (a *App) wire(stdout io.Writer) error {
 			whOpts = append(whOpts, webhook.WithHMACKey([]byte(cfg.WebhookHMACKey)))
 		}
 		a.webhook = webhook.New(cfg.WebhookURL, store, whOpts...)
+		a.metrics.RegisterWebhook(func() (delivered, retries, dropped uint64, queueLen int) {
+			st := a.webhook.Stats()
+			return st.Delivered, st.Retries, st.Dropped, st.QueueLen
+		})
 		others = append(others, a.webhook)
 		// Close without Serve (tests) drains briefly; after Serve's
 		// shutdown drain a second Close is harmless.
@@ -223,6 +236,8 @@ func (a *App) wire(stdout io.Writer) error {
 		certAuthOpts = append(certAuthOpts, certauth.WithRetroactive())
 	}
 	svc = certauth.New(svc, store, certAuthOpts...)
+	// Outside certauth, so check-ins it refuses count as check-in errors.
+	svc = a.metrics.Service(svc)
 	if cfg.Dump {
 		svc = dump.New(svc, stdout)
 	}
@@ -305,6 +320,9 @@ func (a *App) wire(stdout io.Writer) error {
 		a.handle(mux, "/v1/escrowkeyunlock", authed(api.EscrowKeyUnlockHandler(store, cfg.EscrowKeyUnlockURL, appleClient, a.Logger)))
 		a.handle(mux, "/v1/enqueue/", authed(http.StripPrefix("/v1/enqueue/", api.EnqueueHandler(store, pusher, a.Logger))))
 		a.handle(mux, "/v1/push/", authed(http.StripPrefix("/v1/push/", api.PushHandler(pusher, a.Logger))))
+		if cfg.MetricsListen == "" {
+			a.handle(mux, "/metrics", authed(a.metrics.Handler()))
+		}
 		if cfg.Migration {
 			a.handle(mux, "/migration", authed(api.MigrationHandler(migrationSvc, a.Logger)))
 		}
@@ -314,8 +332,14 @@ func (a *App) wire(stdout io.Writer) error {
 			return errors.New("-migration needs -api")
 		}
 	}
+	if cfg.MetricsListen == "" && cfg.APIKey == "" {
+		a.Logger.Warn("no -api key and no -metrics-listen: /metrics is disabled")
+	}
 	a.handle(mux, "/version", api.VersionHandler(Version))
-	a.handler = mux
+	a.handle(mux, "/healthz", health.Live())
+	a.handle(mux, "/readyz", health.Ready(health.StorePinger(store),
+		health.WithLogger(a.Logger), health.WithDraining(a.draining.Load)))
+	a.handler = observe.Trace(mux, a.Logger)
 	return nil
 }
 
@@ -348,7 +372,7 @@ func enrollProfileHandler(cfg *Config) (http.Handler, error) {
 // handle registers h at pattern and remembers the pattern for Routes.
 func (a *App) handle(mux *http.ServeMux, pattern string, h http.Handler) {
 	a.routes = append(a.routes, pattern)
-	mux.Handle(pattern, h)
+	mux.Handle(pattern, a.metrics.Instrument(pattern, h))
 }
 
 // Routes returns the URL patterns the server registered, in order (what
@@ -371,8 +395,25 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 		IdleTimeout:       cfg.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(a.Logger.Handler(), slog.LevelWarn),
 	}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
+	if cfg.MetricsListen != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			srv.Close()
+			return fmt.Errorf("-metrics-listen: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", a.metrics.Handler())
+		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := msrv.Serve(mln); !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("metrics listener: %w", err)
+			}
+		}()
+		defer msrv.Close()
+		a.Logger.Info("serving /metrics", "addr", mln.Addr().String())
+	}
 	a.Logger.Info("picomdm serving", "addr", ln.Addr().String(), "version", Version, "storage", strings.Join(cfg.Storage, ","))
 	select {
 	case err := <-errc:
@@ -380,6 +421,7 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	case <-ctx.Done():
 	}
 	a.Logger.Info("shutting down")
+	a.draining.Store(true)
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownWait)
 	defer cancel()
 	err := srv.Shutdown(sctx)

@@ -144,6 +144,12 @@ func (s *Store) RetrievePushCert(ctx context.Context, topic string) (_ *tls.Cert
 	return s.Store.RetrievePushCert(ctx, topic)
 }
 
+// RetrievePushCertInfos times storage.PushCertStore.RetrievePushCertInfos.
+func (s *Store) RetrievePushCertInfos(ctx context.Context) (_ []storage.PushCertInfo, err error) {
+	defer func(start time.Time) { s.observe("RetrievePushCertInfos", start, err) }(time.Now())
+	return s.Store.RetrievePushCertInfos(ctx)
+}
+
 // IsPushCertStale times storage.PushCertStore.IsPushCertStale.
 func (s *Store) IsPushCertStale(ctx context.Context, topic, staleToken string) (_ bool, err error) {
 	defer func(start time.Time) { s.observe("IsPushCertStale", start, err) }(time.Now())

@@ -112,6 +112,15 @@ type PushCertStore interface {
 	// IsPushCertStale reports whether staleToken is no longer the topic's
 	// current one.
 	IsPushCertStale(ctx context.Context, topic, staleToken string) (bool, error)
+	// RetrievePushCertInfos lists every stored topic with its
+	// certificate's expiry, sorted by topic.
+	RetrievePushCertInfos(ctx context.Context) ([]PushCertInfo, error)
+}
+
+// PushCertInfo describes a stored push certificate.
+type PushCertInfo struct {
+	Topic    string
+	NotAfter time.Time
 }
 
 // CertAuthStore associates identity-certificate hashes (lower-case hex

@@ -98,6 +98,14 @@ type config struct {
 	rootCAs      *x509.CertPool
 	logger       *slog.Logger
 	tokens       storage.PushTokenStore
+	results      func(topic string, err error)
+}
+
+// WithResultObserver has every push's outcome reported to fn, with its
+// topic ("" when the enrollment had no push info) and error (nil for a
+// success): the metrics hook.
+func WithResultObserver(fn func(topic string, err error)) Option {
+	return func(c *config) { c.results = fn }
 }
 
 // WithBaseURL sets the APNs environment: "production" (or "", the
@@ -165,6 +173,8 @@ type Service struct {
 	mu     sync.RWMutex
 	closed bool
 
+	// results, if set, is told every push's topic and outcome.
+	results func(topic string, err error)
 	// observe, if set, is told how long each push took (tests and
 	// benchmarks).
 	observe func(time.Duration)
@@ -237,6 +247,7 @@ func NewService(store Store, opts ...Option) (*Service, error) {
 		logger:       logger,
 		conns:        newConns(store, cfg.rootCAs, cfg.checkEvery, logger),
 		jobs:         make(chan job, cfg.workers),
+		results:      cfg.results,
 		quit:         make(chan struct{}),
 	}
 	s.workers.Add(cfg.workers)
@@ -359,6 +370,15 @@ func (s *Service) Push(ctx context.Context, ids []string) (map[string]*push.Resu
 		s.conns.release(c)
 	}
 
+	if s.results != nil {
+		for i, id := range unique {
+			topic := ""
+			if info := infos[id]; info != nil {
+				topic = info.Topic
+			}
+			s.results(topic, slots[i].Err)
+		}
+	}
 	if s.logger.Enabled(ctx, slog.LevelDebug) {
 		failed := 0
 		for i := range slots {

@@ -866,3 +866,26 @@ func TestAPIPush(t *testing.T) {
 		}
 	}
 }
+
+func TestResultObserver(t *testing.T) {
+	f := newFixture(t)
+	topic := storagetest.NewTopic()
+	f.storeCert(t, topic)
+	dev := f.enroll(t, topic, 1)[0]
+	var mu sync.Mutex
+	seen := map[string][]error{}
+	s := f.service(t, WithResultObserver(func(topic string, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		seen[topic] = append(seen[topic], err)
+	}))
+	mustPush(t, s, dev.ID(), "NO-SUCH-ENROLLMENT")
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen[topic]) != 1 || seen[topic][0] != nil {
+		t.Fatalf("observer for %s: %v, want one success", topic, seen[topic])
+	}
+	if len(seen[""]) != 1 || !errors.Is(seen[""][0], push.ErrNoPushInfo) {
+		t.Fatalf("observer without push info: %v", seen[""])
+	}
+}

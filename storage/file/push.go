@@ -6,7 +6,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/picomdm/picomdm/mdm"
@@ -102,4 +105,29 @@ func (s *Store) IsPushCertStale(_ context.Context, topic, staleToken string) (bo
 		return false, err
 	}
 	return rec.StaleToken != staleToken, nil
+}
+
+// RetrievePushCertInfos implements storage.PushCertStore: one read per
+// stored topic (there are few).
+func (s *Store) RetrievePushCertInfos(_ context.Context) ([]storage.PushCertInfo, error) {
+	entries, err := os.ReadDir(filepath.Join(s.dir, "pushcerts"))
+	if err != nil {
+		return nil, fmt.Errorf("listing push certs: %w", err)
+	}
+	var out []storage.PushCertInfo
+	for _, e := range entries {
+		if e.IsDir() || !strings.HasSuffix(e.Name(), ".json") {
+			continue
+		}
+		rec := new(pushCertRecord)
+		ok, err := readJSON(filepath.Join(s.dir, "pushcerts", e.Name()), rec)
+		if err != nil {
+			return nil, fmt.Errorf("listing push certs: %w", err)
+		}
+		if ok {
+			out = append(out, storage.PushCertInfo{Topic: rec.Topic, NotAfter: rec.NotAfter})
+		}
+	}
+	slices.SortFunc(out, func(a, b storage.PushCertInfo) int { return strings.Compare(a.Topic, b.Topic) })
+	return out, nil
 }

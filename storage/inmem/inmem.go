@@ -81,6 +81,7 @@ type command struct {
 type pushCert struct {
 	certPEM, keyPEM []byte
 	staleToken      string
+	notAfter        time.Time
 }
 
 // Store is the in-memory backend. Build it with New.
@@ -382,6 +383,7 @@ func (s *Store) StorePushCert(_ context.Context, pemCert, pemKey []byte) error {
 		certPEM:    bytes.Clone(pemCert),
 		keyPEM:     bytes.Clone(pemKey),
 		staleToken: pc.StaleToken,
+		notAfter:   pc.NotAfter,
 	}
 	return nil
 }
@@ -519,5 +521,17 @@ func (s *Store) migrationCheckins() ([][]byte, error) {
 			out = append(out, raw)
 		}
 	}
+	return out, nil
+}
+
+// RetrievePushCertInfos implements storage.PushCertStore.
+func (s *Store) RetrievePushCertInfos(_ context.Context) ([]storage.PushCertInfo, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]storage.PushCertInfo, 0, len(s.pushCerts))
+	for topic, pc := range s.pushCerts {
+		out = append(out, storage.PushCertInfo{Topic: topic, NotAfter: pc.notAfter})
+	}
+	slices.SortFunc(out, func(a, b storage.PushCertInfo) int { return strings.Compare(a.Topic, b.Topic) })
 	return out, nil
 }

@@ -33,6 +33,25 @@ func testPushCert(t *testing.T, s storage.Store) {
 		t.Fatalf("retrieving push cert: %v", err)
 	}
 	wantUsableCert(t, tlsCert, cert1, topic)
+	infos, err := s.RetrievePushCertInfos(ctx)
+	if err != nil {
+		t.Fatalf("listing push certs: %v", err)
+	}
+	found := false
+	for i, info := range infos {
+		if i > 0 && infos[i-1].Topic >= info.Topic {
+			t.Fatalf("push cert list not sorted by topic: %v", infos)
+		}
+		if info.Topic == topic {
+			found = true
+			if !info.NotAfter.Equal(tlsCert.Leaf.NotAfter) {
+				t.Fatalf("listed not_after %v, want %v", info.NotAfter, tlsCert.Leaf.NotAfter)
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("stored topic %s not listed in %v", topic, infos)
+	}
 	if token1 == "" {
 		t.Fatal("empty stale token")
 	}

@@ -89,6 +89,17 @@ func TestPush(t *testing.T) {
 	if res.Status[d.ID()].PushResult == "" || res.Status["NO-SUCH-DEVICE"].PushError == "" {
 		t.Fatalf("push answer %s", body)
 	}
+	// Pushes and the certificate's expiry are in the metrics.
+	status, body = s.api(http.MethodGet, "/metrics", nil)
+	for _, series := range []string{
+		`picomdm_pushes_total{result="success",topic="` + topic + `"} 2`,
+		`picomdm_pushes_total{result="no_push_info",topic=""} 1`,
+		`picomdm_push_cert_expiry_seconds{topic="` + topic + `"}`,
+	} {
+		if status != http.StatusOK || !bytes.Contains(body, []byte(series)) {
+			t.Errorf("metrics lack %s", series)
+		}
+	}
 	// The device comes when pushed and finds its command.
 	if cmd, err := d.Idle(c); err != nil || cmd == nil {
 		t.Fatalf("after push: %v %v", cmd, err)

@@ -292,7 +292,21 @@ func (a *App) wire(stdout io.Writer) error {
 		apns.WithWorkers(cfg.PushWorkers),
 		apns.WithExpiration(cfg.PushExpiration),
 		apns.WithLogger(a.Logger),
+		apns.WithResultObserver(func(topic string, err error) {
+			a.metrics.ObservePush(topic, metrics.PushResult(err))
+		}),
 	}
+	a.metrics.RegisterPushCertExpiry(func(ctx context.Context) (map[string]time.Time, error) {
+		infos, err := store.RetrievePushCertInfos(ctx)
+		if err != nil {
+			return nil, err
+		}
+		out := make(map[string]time.Time, len(infos))
+		for _, info := range infos {
+			out[info.Topic] = info.NotAfter
+		}
+		return out, nil
+	}, 2*time.Second)
 	// -push-ca replaces the system roots for Apple's services (APNs and
 	// escrow key unlock), for test servers.
 	var appleClient *http.Client

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/base64"
 	"net/http"
 	"strings"
 	"testing"
@@ -18,6 +19,13 @@ func TestObservability(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := d.Report(c, uuid, "Acknowledged", nil); err != nil {
+		t.Fatal(err)
+	}
+	secret := []byte("bootstrap-token-secret-value")
+	if err := d.SetBootstrapToken(c, secret); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.GetBootstrapToken(c); err != nil {
 		t.Fatal(err)
 	}
 
@@ -65,5 +73,18 @@ func TestObservability(t *testing.T) {
 	logs := s.stderr.String()
 	if !strings.Contains(logs, `"trace_id"`) {
 		t.Errorf("no trace_id in logs:\n%s", logs)
+	}
+	// No secrets, even at debug level: bootstrap and unlock tokens (raw or
+	// base64, as plists carry them), push tokens, the API key.
+	for name, v := range map[string]string{
+		"bootstrap token":        string(secret),
+		"bootstrap token base64": base64.StdEncoding.EncodeToString(secret),
+		"unlock token base64":    base64.StdEncoding.EncodeToString(d.UnlockToken),
+		"push token base64":      base64.StdEncoding.EncodeToString(d.Token),
+		"API key":                apiKey,
+	} {
+		if strings.Contains(logs, v) {
+			t.Errorf("%s logged", name)
+		}
 	}
 }

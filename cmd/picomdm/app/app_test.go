@@ -128,3 +128,41 @@ func TestHealthcheckFlag(t *testing.T) {
 		t.Fatal("503 passed the healthcheck")
 	}
 }
+
+// TestMetricsListen: with -metrics-listen, /metrics is served there,
+// unauthenticated.
+func TestMetricsListen(t *testing.T) {
+	probe, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := probe.Addr().String()
+	probe.Close()
+	a, err := New([]string{"-disable-mdm", "-storage", "inmem", "-metrics-listen", addr}, nil, io.Discard, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Serve(ctx, ln) }()
+	defer func() { cancel(); <-done }()
+	var resp *http.Response
+	for i := 0; i < 100; i++ {
+		if resp, err = http.Get("http://" + addr + "/metrics"); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "picomdm_build_info") {
+		t.Fatalf("/metrics on -metrics-listen: %d", resp.StatusCode)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 
 	"github.com/picomdm/picomdm/storage"
+	"github.com/picomdm/picomdm/storage/internal/sqlstore"
 )
 
 // StorePushCert implements storage.PushCertStore. The stale token is
@@ -64,26 +65,7 @@ func (s *Store) IsPushCertStale(ctx context.Context, topic, staleToken string) (
 	return token != staleToken, nil
 }
 
-// RetrievePushCertInfos implements storage.PushCertStore (push_certs
-// primary key order).
+// RetrievePushCertInfos implements storage.PushCertStore.
 func (s *Store) RetrievePushCertInfos(ctx context.Context) ([]storage.PushCertInfo, error) {
-	rows, err := s.db.QueryContext(ctx, "SELECT topic, not_after FROM push_certs ORDER BY topic")
-	if err != nil {
-		return nil, fmt.Errorf("listing push certs: %w", err)
-	}
-	defer rows.Close()
-	var out []storage.PushCertInfo
-	for rows.Next() {
-		var info storage.PushCertInfo
-		var notAfter sql.NullTime
-		if err := rows.Scan(&info.Topic, &notAfter); err != nil {
-			return nil, fmt.Errorf("listing push certs: %w", err)
-		}
-		info.NotAfter = notAfter.Time
-		out = append(out, info)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("listing push certs: %w", err)
-	}
-	return out, nil
+	return sqlstore.PushCertInfos(ctx, s.db)
 }

@@ -18,7 +18,9 @@ import (
 //	*http.MaxBytesError         413
 //	*mdm.ParseError             400 (undecodable plist, unknown MessageType, empty Status…)
 //	*auth.Error                 400 (missing, undecodable or unverifiable identity)
+//	storage.ErrBadCursor        400
 //	storage.ErrCommandExists    409
+//	storage.ErrAlreadyAnswered  409
 //	storage.ErrNotFound         404
 //	anything else (and nil)     500
 //
@@ -40,9 +42,9 @@ func StatusFor(err error) int {
 		return statusErr.Status
 	case errors.As(err, &tooLarge):
 		return http.StatusRequestEntityTooLarge
-	case errors.As(err, &parseErr), errors.As(err, &authErr):
+	case errors.As(err, &parseErr), errors.As(err, &authErr), errors.Is(err, storage.ErrBadCursor):
 		return http.StatusBadRequest
-	case errors.Is(err, storage.ErrCommandExists):
+	case errors.Is(err, storage.ErrCommandExists), errors.Is(err, storage.ErrAlreadyAnswered):
 		return http.StatusConflict
 	case errors.Is(err, storage.ErrNotFound):
 		return http.StatusNotFound

@@ -39,6 +39,8 @@ func TestStatusFor(t *testing.T) {
 		{"status error with no status", service.NewStatusError(0, errors.New("x")), http.StatusInternalServerError},
 		{"command exists", fmt.Errorf("enqueue: %w", storage.ErrCommandExists), http.StatusConflict},
 		{"not found", fmt.Errorf("topic: %w", storage.ErrNotFound), http.StatusNotFound},
+		{"bad cursor", fmt.Errorf("listing: %w", storage.ErrBadCursor), http.StatusBadRequest},
+		{"already answered", fmt.Errorf("cancelling: %w", storage.ErrAlreadyAnswered), http.StatusConflict},
 		{"too large", fmt.Errorf("reading: %w", &http.MaxBytesError{Limit: 1}), http.StatusRequestEntityTooLarge},
 		{"plain error", errors.New("database down"), http.StatusInternalServerError},
 		{"nil", nil, http.StatusInternalServerError},

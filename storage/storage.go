@@ -161,4 +161,5 @@ type Store interface {
 	MigrationStore
 	PushTokenStore
 	CertAuthLookup
+	InspectionStore
 }

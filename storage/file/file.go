@@ -179,6 +179,10 @@ type resultRecord struct {
 	NotNowCount   int       `json:"not_now_count,omitempty"`
 	FirstNotNowAt time.Time `json:"first_not_now_at,omitzero"`
 	LastNotNowAt  time.Time `json:"last_not_now_at,omitzero"`
+	// Cancelled says an operator cancelled the command for the
+	// enrollment before it answered finally (storage.InspectionStore):
+	// it is no longer pending, and has no state.
+	Cancelled bool `json:"cancelled,omitempty"`
 }
 
 // commandHeader is the first line of a commands/ file.
@@ -343,7 +347,7 @@ func (s *Store) loadQueued() error {
 			}
 			p := &pendingCommand{seq: rec.Seq, commandUUID: rec.CommandUUID}
 			if answered {
-				if res.Status != mdm.StatusNotNow {
+				if res.Cancelled || res.Status != mdm.StatusNotNow {
 					continue
 				}
 				p.notNow, p.firstNotNow, p.lastNotNow = res.NotNowCount, res.FirstNotNowAt, res.LastNotNowAt

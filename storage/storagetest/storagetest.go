@@ -22,7 +22,11 @@ import (
 // Run runs the conformance suite against store, each behaviour as its own
 // subtest. The caller creates the store once; Run may be called more than
 // once against the same store (or database).
-func Run(t *testing.T, store storage.Store) {
+func Run(t *testing.T, store storage.Store, opts ...Option) {
+	var cfg config
+	for _, opt := range opts {
+		opt(&cfg)
+	}
 	tests := []struct {
 		name string
 		fn   func(*testing.T, storage.Store)
@@ -57,6 +61,9 @@ func Run(t *testing.T, store storage.Store) {
 	}
 	t.Run("PushToken", func(t *testing.T) { RunPushToken(t, store) })
 	t.Run("CertAuthLookup", func(t *testing.T) { RunCertAuthLookup(t, store) })
+	if !cfg.noResults {
+		t.Run("Inspection", func(t *testing.T) { RunInspection(t, store) })
+	}
 }
 
 // mustEnqueue enqueues cmd to ids and fails on any error, per-ID included.
@@ -224,3 +231,12 @@ func errNotFoundFor(t testing.TB, errs map[string]error, id string) {
 		t.Fatalf("enqueue to %q: error %v, want one wrapping storage.ErrNotFound", id, err)
 	}
 }
+
+// Option adjusts Run for a backend's mode.
+type Option func(*config)
+
+type config struct{ noResults bool }
+
+// KeepsNoResults tells Run the store drops answered commands at once
+// (delete=1), so the inspection reads of results are not run.
+func KeepsNoResults() Option { return func(c *config) { c.noResults = true } }

@@ -57,6 +57,16 @@ func TestPush(t *testing.T) {
 	if status, _ := s.api(http.MethodGet, "/v1/pushcert?topic="+topic, nil); status != http.StatusOK {
 		t.Fatalf("GET pushcert: %d", status)
 	}
+	var list struct {
+		PushCerts []struct {
+			Topic    string `json:"topic"`
+			NotAfter string `json:"not_after"`
+		} `json:"pushcerts"`
+	}
+	if status, body := s.api(http.MethodGet, "/v1/pushcerts", nil); status != http.StatusOK || json.Unmarshal(body, &list) != nil ||
+		len(list.PushCerts) != 1 || list.PushCerts[0].Topic != topic || list.PushCerts[0].NotAfter != pc.NotAfter {
+		t.Fatalf("GET /v1/pushcerts: %d %s", status, body)
+	}
 	if status, _ := s.api(http.MethodGet, "/v1/pushcert?topic=com.apple.mgmt.nope", nil); status != http.StatusNotFound {
 		t.Fatalf("GET unknown pushcert: %d", status)
 	}

@@ -13,10 +13,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -331,9 +333,14 @@ func (a *App) wire(stdout io.Writer) error {
 	if cfg.APIKey != "" {
 		authed := picohttp.BasicAuth(cfg.APIKey)
 		a.handle(mux, "/v1/pushcert", authed(api.PushCertHandler(store, a.Logger)))
+		a.handle(mux, "/v1/pushcerts", authed(api.PushCertsHandler(store, a.Logger)))
 		a.handle(mux, "/v1/escrowkeyunlock", authed(api.EscrowKeyUnlockHandler(store, cfg.EscrowKeyUnlockURL, appleClient, a.Logger)))
 		a.handle(mux, "/v1/enqueue/", authed(http.StripPrefix("/v1/enqueue/", api.EnqueueHandler(store, pusher, a.Logger))))
 		a.handle(mux, "/v1/push/", authed(http.StripPrefix("/v1/push/", api.PushHandler(pusher, a.Logger))))
+		inspection := api.InspectionRoutes(store, a.Logger)
+		for _, pattern := range slices.Sorted(maps.Keys(inspection)) {
+			a.handle(mux, pattern, authed(inspection[pattern]))
+		}
 		if cfg.MetricsListen == "" {
 			a.handle(mux, "/metrics", authed(a.metrics.Handler()))
 		}

@@ -1,0 +1,458 @@
+package api
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	picohttp "github.com/picomdm/picomdm/http"
+	"github.com/picomdm/picomdm/mdm"
+	"github.com/picomdm/picomdm/service"
+	"github.com/picomdm/picomdm/storage"
+)
+
+// DefaultPageLimit is the page size of the inspection listings when the
+// request gives no limit.
+const DefaultPageLimit = 100
+
+// The ServeMux patterns of the inspection API. Each names one path and
+// serves every method documented for it (GET/HEAD, DELETE), answering 405
+// with an Allow header and a JSON error to others, so that one
+// docs/openapi.yaml path item corresponds to one pattern.
+const (
+	RouteEnrollments   = "/v1/enrollments"
+	RouteEnrollment    = "/v1/enrollments/{id}"
+	RouteQueue         = "/v1/queue/{id}"
+	RouteQueuedCommand = "/v1/queue/{id}/{command_uuid}"
+	RouteCommand       = "/v1/commands/{command_uuid}"
+	RouteCommandResult = "/v1/commands/{command_uuid}/results/{id}"
+)
+
+// EnrollmentJSON is one enrollment as the inspection API shows it.
+// Timestamps are RFC 3339 (UTC); unknown ones are null.
+type EnrollmentJSON struct {
+	ID                   string  `json:"id"`
+	Type                 string  `json:"type"`
+	ParentID             string  `json:"parent_id,omitempty"`
+	SerialNumber         string  `json:"serial_number,omitempty"`
+	Topic                string  `json:"topic"`
+	Enabled              bool    `json:"enabled"`
+	TokenUpdateTally     int     `json:"token_update_tally"`
+	EnrolledAt           *string `json:"enrolled_at"`
+	LastSeenAt           *string `json:"last_seen_at"`
+	PushTokenValid       bool    `json:"push_token_valid"`
+	IdentityCertNotAfter *string `json:"identity_cert_not_after"`
+	PendingCommands      int     `json:"pending_commands"`
+}
+
+// EnrollmentDetailJSON is the answer of GET /v1/enrollments/{id}: the
+// enrollment and, for a device channel, its user channels (always an
+// array, empty for a user channel).
+type EnrollmentDetailJSON struct {
+	EnrollmentJSON
+	UserChannels []EnrollmentJSON `json:"user_channels"`
+}
+
+// EnrollmentsResponse is the answer of GET /v1/enrollments. NextCursor is
+// "" after the last page.
+type EnrollmentsResponse struct {
+	Enrollments []EnrollmentJSON `json:"enrollments"`
+	NextCursor  string           `json:"next_cursor"`
+}
+
+// QueuedCommandJSON is one pending command of an enrollment.
+type QueuedCommandJSON struct {
+	CommandUUID  string  `json:"command_uuid"`
+	RequestType  string  `json:"request_type"`
+	EnqueuedAt   *string `json:"enqueued_at"`
+	Status       *string `json:"status"` // null or "NotNow"
+	NotNowCount  int     `json:"not_now_count"`
+	LastNotNowAt *string `json:"last_not_now_at"`
+}
+
+// QueueResponse is the answer of GET /v1/queue/{id}.
+type QueueResponse struct {
+	ID       string              `json:"id"`
+	Commands []QueuedCommandJSON `json:"commands"`
+}
+
+// CommandStateJSON is one enrollment's state for a command. Result is the
+// raw plist of its last report (base64 in JSON), absent while pending.
+type CommandStateJSON struct {
+	ID          string  `json:"id"`
+	State       string  `json:"state"`
+	NotNowCount int     `json:"not_now_count"`
+	EnqueuedAt  *string `json:"enqueued_at"`
+	AnsweredAt  *string `json:"answered_at"`
+	Result      []byte  `json:"result,omitempty"`
+}
+
+// CommandResponse is the answer of GET /v1/commands/{command_uuid}: the
+// command (its raw plist base64 in JSON) and a page of its per-enrollment
+// states. NextCursor is "" after the last page.
+type CommandResponse struct {
+	CommandUUID string             `json:"command_uuid"`
+	RequestType string             `json:"request_type"`
+	EnqueuedAt  *string            `json:"enqueued_at"`
+	Command     []byte             `json:"command"`
+	Enrollments []CommandStateJSON `json:"enrollments"`
+	NextCursor  string             `json:"next_cursor"`
+}
+
+// InspectionRoutes returns the inspection API's handlers keyed by their
+// ServeMux pattern (the Route constants), to be registered behind the
+// API's basic auth:
+//
+//   - GET /v1/enrollments[?type=&enabled=&serial=&topic=&device_id=&seen_before=&seen_after=&cursor=&limit=]:
+//     a page of enrollments, {"enrollments": [...], "next_cursor": "..."}.
+//   - GET /v1/enrollments/{id}: one enrollment, with user_channels for a
+//     device channel; 404 if unknown.
+//   - GET /v1/queue/{id}: {"id", "commands": [...]}, the pending commands
+//     in delivery order; DELETE clears them, {"cleared": n}; 404 for an
+//     unknown enrollment.
+//   - DELETE /v1/queue/{id}/{command_uuid}: cancels one pending command,
+//     {"cancelled": true}; 409 if already answered, 404 if never queued.
+//   - GET /v1/commands/{command_uuid}[?cursor=&limit=]: the command and a
+//     page of its per-enrollment states; 404 if unknown.
+//   - GET /v1/commands/{command_uuid}/results/{id}: the raw result plist
+//     (application/xml); 404 while pending or if unknown.
+//
+// A bad filter, limit or cursor gets 400. It panics if store is nil.
+func InspectionRoutes(store storage.InspectionStore, logger *slog.Logger) map[string]http.Handler {
+	if store == nil {
+		panic("http/api: nil InspectionStore")
+	}
+	h := &inspector{store: store, logger: orDefault(logger)}
+	return map[string]http.Handler{
+		RouteEnrollments:   h.methods(h.listEnrollments, nil),
+		RouteEnrollment:    h.methods(h.getEnrollment, nil),
+		RouteQueue:         h.methods(h.getQueue, h.clearQueue),
+		RouteQueuedCommand: h.methods(nil, h.cancelCommand),
+		RouteCommand:       h.methods(h.getCommand, nil),
+		RouteCommandResult: h.methods(h.getCommandResult, nil),
+	}
+}
+
+type inspector struct {
+	store  storage.InspectionStore
+	logger *slog.Logger
+}
+
+// methods dispatches GET and HEAD to get and DELETE to del (either may be
+// nil) and answers 405 to anything else.
+func (h *inspector) methods(get, del http.HandlerFunc) http.Handler {
+	var allow []string
+	if get != nil {
+		allow = append(allow, http.MethodGet, http.MethodHead)
+	}
+	if del != nil {
+		allow = append(allow, http.MethodDelete)
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case get != nil && (r.Method == http.MethodGet || r.Method == http.MethodHead):
+			get(w, r)
+		case del != nil && r.Method == http.MethodDelete:
+			del(w, r)
+		default:
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			picohttp.WriteAPIError(w, r, h.logger, service.NewStatusError(http.StatusMethodNotAllowed,
+				fmt.Errorf("method %s not allowed", r.Method)))
+		}
+	})
+}
+
+// badRequest is a 400 saying what is wrong with the request.
+func badRequest(format string, args ...any) error {
+	return service.NewStatusError(http.StatusBadRequest, fmt.Errorf(format, args...))
+}
+
+// errNoPathValue is the 404 for a path whose wildcard is empty.
+var errNoPathValue = fmt.Errorf("empty path segment: %w", storage.ErrNotFound)
+
+// pathValues returns r's path values for names, failing if any is empty.
+func pathValues(r *http.Request, names ...string) ([]string, error) {
+	vals := make([]string, len(names))
+	for i, name := range names {
+		if vals[i] = r.PathValue(name); vals[i] == "" {
+			return nil, errNoPathValue
+		}
+	}
+	return vals, nil
+}
+
+// page parses the cursor and limit query parameters.
+func page(r *http.Request) (storage.Page, error) {
+	q := r.URL.Query()
+	p := storage.Page{Cursor: q.Get("cursor"), Limit: DefaultPageLimit}
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > storage.MaxPageLimit {
+			return p, badRequest("limit %q: want an integer from 1 to %d", s, storage.MaxPageLimit)
+		}
+		p.Limit = n
+	}
+	return p, nil
+}
+
+var enrollTypes = []mdm.EnrollType{mdm.Device, mdm.User, mdm.UserEnrollmentDevice, mdm.UserEnrollment, mdm.SharedIPad}
+
+// enrollmentFilter parses the filters of GET /v1/enrollments.
+func enrollmentFilter(r *http.Request) (storage.EnrollmentFilter, error) {
+	q := r.URL.Query()
+	f := storage.EnrollmentFilter{
+		Serial:   q.Get("serial"),
+		Topic:    q.Get("topic"),
+		DeviceID: q.Get("device_id"),
+	}
+	if s := q.Get("type"); s != "" {
+		f.Type = mdm.EnrollType(s)
+		known := false
+		for _, t := range enrollTypes {
+			known = known || t == f.Type
+		}
+		if !known {
+			return f, badRequest("type %q: want one of %q", s, enrollTypes)
+		}
+	}
+	if s := q.Get("enabled"); s != "" {
+		var b bool
+		switch s {
+		case "true":
+			b = true
+		case "false":
+		default:
+			return f, badRequest("enabled %q: want true or false", s)
+		}
+		f.Enabled = &b
+	}
+	for _, tf := range []struct {
+		name string
+		t    *time.Time
+	}{{"seen_before", &f.SeenBefore}, {"seen_after", &f.SeenAfter}} {
+		if s := q.Get(tf.name); s != "" {
+			t, err := time.Parse(time.RFC3339, s)
+			if err != nil {
+				return f, badRequest("%s %q: want an RFC 3339 time", tf.name, s)
+			}
+			*tf.t = t
+		}
+	}
+	return f, nil
+}
+
+// timeJSON renders t as RFC 3339 in UTC, or nil (null) if it is zero.
+func timeJSON(t time.Time) *string {
+	if t.IsZero() {
+		return nil
+	}
+	s := t.UTC().Format(time.RFC3339Nano)
+	return &s
+}
+
+func enrollmentJSON(e *storage.EnrollmentInfo) EnrollmentJSON {
+	return EnrollmentJSON{
+		ID:                   e.ID,
+		Type:                 string(e.Type),
+		ParentID:             e.ParentID,
+		SerialNumber:         e.SerialNumber,
+		Topic:                e.Topic,
+		Enabled:              e.Enabled,
+		TokenUpdateTally:     e.TokenUpdateTally,
+		EnrolledAt:           timeJSON(e.EnrolledAt),
+		LastSeenAt:           timeJSON(e.LastSeenAt),
+		PushTokenValid:       e.PushTokenValid,
+		IdentityCertNotAfter: timeJSON(e.IdentityCertNotAfter),
+		PendingCommands:      e.PendingCommands,
+	}
+}
+
+func (h *inspector) listEnrollments(w http.ResponseWriter, r *http.Request) {
+	f, err := enrollmentFilter(r)
+	if err != nil {
+		picohttp.WriteAPIError(w, r, h.logger, err)
+		return
+	}
+	p, err := page(r)
+	if err != nil {
+		picohttp.WriteAPIError(w, r, h.logger, err)
+		return
+	}
+	infos, next, err := h.store.ListEnrollments(r.Context(), f, p)
+	if err != nil {
+		picohttp.WriteAPIError(w, r, h.logger, fmt.Errorf("listing enrollments: %w", err))
+		return
+	}
+	resp := &EnrollmentsResponse{Enrollments: make([]EnrollmentJSON, 0, len(infos)), NextCursor: next}
+	for i := range infos {
+		resp.Enrollments = append(resp.Enrollments, enrollmentJSON(&infos[i]))
+	}
+	picohttp.WriteJSON(w, r, h.logger, http.StatusOK, resp)
+}
+
+func (h *inspector) getEnrollment(w http.ResponseWriter, r *http.Request) {
+	vals, err := pathValues(r, "id")
+	if err != nil {
+		picohttp.WriteAPIError(w, r, h.logger, err)
+		return
+	}
+	id := vals[0]
+	info, err := h.store.RetrieveEnrollment(r.Context(), id)
+	if err != nil {
+		picohttp.WriteAPIError(w, r, h.logger, fmt.Errorf("retrieving enrollment: %w", err))
+		return
+	}
+	resp := EnrollmentDetailJSON{EnrollmentJSON: enrollmentJSON(info), UserChannels: []EnrollmentJSON{}}
+	if info.ParentID == "" && !info.Type.IsUserChannel() {
+		// A device channel: list its user channels, every page.
+		p := storage.Page{Limit: storage.MaxPageLimit}
+		for {
+			infos, next, err := h.store.ListEnrollments(r.Context(), storage.EnrollmentFilter{DeviceID: id}, p)
+			if err != nil {
+				picohttp.WriteAPIError(w, r, h.logger, fmt.Errorf("listing user channels: %w", err))
+				return
+			}
+			for i := range infos {
+				if infos[i].ID != id {
+					resp.UserChannels = append(resp.UserChannels, enrollmentJSON(&infos[i]))
+				}
+			}
+			if next == "" || next == p.Cursor {
+				break
+			}
+			p.Cursor = next
+		}
+	}
+	picohttp.WriteJSON(w, r, h.logger, http.StatusOK, &resp)
+}
+
+func (h *inspector) getQueue(w http.ResponseWriter, r *http.Request) {
+	vals, err := pathValues(r, "id")
+	if err != nil {
+		picohttp.WriteAPIError(w, r, h.logger, err)
+		return
+	}
+	cmds, err := h.store.RetrieveQueue(r.Context(), vals[0])
+	if err != nil {
+		picohttp.WriteAPIError(w, r, h.logger, fmt.Errorf("retrieving queue: %w", err))
+		return
+	}
+	resp := &QueueResponse{ID: vals[0], Commands: make([]QueuedCommandJSON, 0, len(cmds))}
+	for _, c := range cmds {
+		qc := QueuedCommandJSON{
+			CommandUUID:  c.CommandUUID,
+			RequestType:  c.RequestType,
+			EnqueuedAt:   timeJSON(c.EnqueuedAt),
+			NotNowCount:  c.NotNowCount,
+			LastNotNowAt: timeJSON(c.LastNotNowAt),
+		}
+		if c.Status != "" {
+			status := c.Status
+			qc.Status = &status
+		}
+		resp.Commands = append(resp.Commands, qc)
+	}
+	picohttp.WriteJSON(w, r, h.logger, http.StatusOK, resp)
+}
+
+func (h *inspector) clearQueue(w http.ResponseWriter, r *http.Request) {
+	vals, err := pathValues(r, "id")
+	if err != nil {
+		picohttp.WriteAPIError(w, r, h.logger, err)
+		return
+	}
+	n, err := h.store.ClearQueue(r.Context(), vals[0])
+	if err != nil {
+		picohttp.WriteAPIError(w, r, h.logger, fmt.Errorf("clearing queue: %w", err))
+		return
+	}
+	h.logger.InfoContext(r.Context(), "queue cleared", "id", vals[0], "cleared", n)
+	picohttp.WriteJSON(w, r, h.logger, http.StatusOK, map[string]int{"cleared": n})
+}
+
+func (h *inspector) cancelCommand(w http.ResponseWriter, r *http.Request) {
+	vals, err := pathValues(r, "id", "command_uuid")
+	if err != nil {
+		picohttp.WriteAPIError(w, r, h.logger, err)
+		return
+	}
+	if err := h.store.CancelCommand(r.Context(), vals[0], vals[1]); err != nil {
+		picohttp.WriteAPIError(w, r, h.logger, fmt.Errorf("cancelling command: %w", err))
+		return
+	}
+	h.logger.InfoContext(r.Context(), "command cancelled", "id", vals[0], "command_uuid", vals[1])
+	picohttp.WriteJSON(w, r, h.logger, http.StatusOK, map[string]bool{"cancelled": true})
+}
+
+func (h *inspector) getCommand(w http.ResponseWriter, r *http.Request) {
+	vals, err := pathValues(r, "command_uuid")
+	if err != nil {
+		picohttp.WriteAPIError(w, r, h.logger, err)
+		return
+	}
+	p, err := page(r)
+	if err != nil {
+		picohttp.WriteAPIError(w, r, h.logger, err)
+		return
+	}
+	cmd, err := h.store.RetrieveCommand(r.Context(), vals[0])
+	if err != nil {
+		picohttp.WriteAPIError(w, r, h.logger, fmt.Errorf("retrieving command: %w", err))
+		return
+	}
+	states, next, err := h.store.ListCommandStates(r.Context(), vals[0], p)
+	if err != nil {
+		picohttp.WriteAPIError(w, r, h.logger, fmt.Errorf("listing command states: %w", err))
+		return
+	}
+	resp := &CommandResponse{
+		CommandUUID: cmd.CommandUUID,
+		RequestType: cmd.RequestType,
+		EnqueuedAt:  timeJSON(cmd.EnqueuedAt),
+		Command:     cmd.Raw,
+		Enrollments: make([]CommandStateJSON, 0, len(states)),
+		NextCursor:  next,
+	}
+	for _, s := range states {
+		resp.Enrollments = append(resp.Enrollments, CommandStateJSON{
+			ID:          s.EnrollmentID,
+			State:       s.State,
+			NotNowCount: s.NotNowCount,
+			EnqueuedAt:  timeJSON(s.EnqueuedAt),
+			AnsweredAt:  timeJSON(s.AnsweredAt),
+			Result:      s.Result,
+		})
+	}
+	picohttp.WriteJSON(w, r, h.logger, http.StatusOK, resp)
+}
+
+// errNoResult is the 404 for a command an enrollment has not answered.
+var errNoResult = fmt.Errorf("no result yet: %w", storage.ErrNotFound)
+
+func (h *inspector) getCommandResult(w http.ResponseWriter, r *http.Request) {
+	vals, err := pathValues(r, "command_uuid", "id")
+	if err != nil {
+		picohttp.WriteAPIError(w, r, h.logger, err)
+		return
+	}
+	state, err := h.store.RetrieveCommandResult(r.Context(), vals[0], vals[1])
+	if err == nil && len(state.Result) == 0 {
+		err = errNoResult
+	}
+	if err != nil {
+		picohttp.WriteAPIError(w, r, h.logger, fmt.Errorf("retrieving command result: %w", err))
+		return
+	}
+	w.Header().Set("Content-Type", "application/xml")
+	w.Header().Set("Content-Length", strconv.Itoa(len(state.Result)))
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodHead {
+		return
+	}
+	if _, err := w.Write(state.Result); err != nil {
+		h.logger.DebugContext(r.Context(), "writing command result", "err", err)
+	}
+}

@@ -73,3 +73,7 @@ func TestInspectionEditsSurviveReopen(t *testing.T) {
 		t.Fatalf("next after reopen: %v, %v; want %s", cmd, err, c.CommandUUID)
 	}
 }
+
+func TestInspectFresh(t *testing.T) {
+	storagetest.InspectFresh(t, open(t, filepath.Join(t.TempDir(), "store"), WithNoSync()))
+}

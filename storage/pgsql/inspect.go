@@ -3,7 +3,6 @@ package pgsql
 import (
 	"context"
 	"database/sql"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"strings"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/picomdm/picomdm/mdm"
 	"github.com/picomdm/picomdm/storage"
+	"github.com/picomdm/picomdm/storage/internal/sqlstore"
 )
 
 // The inspection reads (storage.InspectionStore). Listings are keyset
@@ -21,23 +21,14 @@ import (
 
 var _ storage.InspectionStore = (*Store)(nil)
 
-// decodeCursor returns the enrollment ID a cursor names ("" for none).
-func decodeCursor(c string) (string, error) {
-	if c == "" {
-		return "", nil
-	}
-	b, err := base64.RawURLEncoding.DecodeString(c)
-	if err != nil || len(b) == 0 {
-		return "", storage.ErrBadCursor
-	}
-	return string(b), nil
-}
-
-// encodeCursor returns the cursor of the page after id.
-func encodeCursor(id string) string { return base64.RawURLEncoding.EncodeToString([]byte(id)) }
-
-// pageLimit clamps a page size into 1…storage.MaxPageLimit.
-func pageLimit(n int) int { return min(max(n, 1), storage.MaxPageLimit) }
+// The keyset helpers both SQL backends share.
+var (
+	decodeCursor   = sqlstore.DecodeCursor
+	encodeCursor   = sqlstore.EncodeCursor
+	pageLimit      = sqlstore.PageLimit
+	utc            = sqlstore.UTC
+	scanEnrollment = sqlstore.ScanEnrollment
+)
 
 // rebind turns the "?" placeholders of query into PostgreSQL's $1, $2, …
 // (the queries here have no "?" in literals).
@@ -74,13 +65,6 @@ func (s *Store) inspectTx(ctx context.Context, fn func(tx *sql.Tx) error) error 
 	})
 }
 
-func utc(t sql.NullTime) time.Time {
-	if !t.Valid {
-		return time.Time{}
-	}
-	return t.Time.UTC()
-}
-
 // enrollmentSelect reads EnrollmentInfo columns (scanEnrollment). The
 // pending count is a correlated COUNT on command_queue_next (id, seq): one
 // index range per listed enrollment, covering.
@@ -90,26 +74,6 @@ const enrollmentSelect = `SELECT e.id, e.type, e.parent_id, d.serial_number, e.t
 	(SELECT COUNT(*) FROM command_queue q WHERE q.id = e.id)
 FROM enrollments e LEFT JOIN devices d ON d.id = e.device_id`
 
-func scanEnrollment(sc interface{ Scan(...any) error }) (*storage.EnrollmentInfo, error) {
-	var (
-		e              storage.EnrollmentInfo
-		typ            string
-		parent, serial sql.NullString
-		notAfter       sql.NullTime
-	)
-	if err := sc.Scan(&e.ID, &typ, &parent, &serial, &e.Topic, &e.Enabled, &e.TokenUpdateTally,
-		&e.EnrolledAt, &e.LastSeenAt, &e.PushTokenValid, &notAfter, &e.PendingCommands); err != nil {
-		return nil, err
-	}
-	e.Type = mdm.EnrollType(typ)
-	e.ParentID = parent.String
-	e.SerialNumber = serial.String
-	e.EnrolledAt = e.EnrolledAt.UTC()
-	e.LastSeenAt = e.LastSeenAt.UTC()
-	e.IdentityCertNotAfter = utc(notAfter)
-	return &e, nil
-}
-
 // ListEnrollments pages through the enrollments matching f in ID order
 // (primary key range; with DeviceID, the enrollments_device_id index).
 func (s *Store) ListEnrollments(ctx context.Context, f storage.EnrollmentFilter, p storage.Page) ([]storage.EnrollmentInfo, string, error) {
@@ -118,36 +82,7 @@ func (s *Store) ListEnrollments(ctx context.Context, f storage.EnrollmentFilter,
 		return nil, "", err
 	}
 	limit := pageLimit(p.Limit)
-	where := []string{"e.id > ?"}
-	args := []any{after}
-	if f.Type != "" {
-		where = append(where, "e.type = ?")
-		args = append(args, string(f.Type))
-	}
-	if f.Enabled != nil {
-		where = append(where, "e.enabled = ?")
-		args = append(args, *f.Enabled)
-	}
-	if f.Serial != "" {
-		where = append(where, "d.serial_number = ?")
-		args = append(args, f.Serial)
-	}
-	if f.Topic != "" {
-		where = append(where, "e.topic = ?")
-		args = append(args, f.Topic)
-	}
-	if f.DeviceID != "" {
-		where = append(where, "e.device_id = ?")
-		args = append(args, f.DeviceID)
-	}
-	if !f.SeenBefore.IsZero() {
-		where = append(where, "e.last_seen_at < ?")
-		args = append(args, f.SeenBefore.UTC())
-	}
-	if !f.SeenAfter.IsZero() {
-		where = append(where, "e.last_seen_at > ?")
-		args = append(args, f.SeenAfter.UTC())
-	}
+	where, args := sqlstore.EnrollmentWhere(f, after)
 	args = append(args, limit+1)
 	rows, err := s.db.QueryContext(ctx, rebind(enrollmentSelect+" WHERE "+strings.Join(where, " AND ")+
 		" ORDER BY e.id LIMIT ?"), args...)

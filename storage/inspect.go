@@ -2,7 +2,9 @@ package storage
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/picomdm/picomdm/mdm"
@@ -115,4 +117,22 @@ type InspectionStore interface {
 	// RetrieveCommandResult returns one enrollment's state for a command,
 	// with its result plist; ErrNotFound if there is none.
 	RetrieveCommandResult(ctx context.Context, commandUUID, id string) (*CommandState, error)
+}
+
+// EncodeCursor returns the pagination cursor of the page after id: the
+// base64url of the last ID of a page. Every backend's keyset pagination
+// uses it.
+func EncodeCursor(id string) string { return base64.RawURLEncoding.EncodeToString([]byte(id)) }
+
+// DecodeCursor returns the ID a cursor names ("" for the first page), or
+// an error wrapping ErrBadCursor.
+func DecodeCursor(cursor string) (string, error) {
+	if cursor == "" {
+		return "", nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(cursor)
+	if err != nil || len(b) == 0 {
+		return "", fmt.Errorf("cursor %q: %w", cursor, ErrBadCursor)
+	}
+	return string(b), nil
 }

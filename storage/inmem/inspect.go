@@ -3,7 +3,6 @@ package inmem
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"fmt"
 	"slices"
 	"strings"
@@ -14,20 +13,11 @@ import (
 
 var _ storage.InspectionStore = (*Store)(nil)
 
-// encodeCursor makes a cursor of the last ID of a page.
-func encodeCursor(id string) string { return base64.RawURLEncoding.EncodeToString([]byte(id)) }
-
-// decodeCursor reads a cursor back; "" is the first page.
-func decodeCursor(cursor string) (string, error) {
-	if cursor == "" {
-		return "", nil
-	}
-	b, err := base64.RawURLEncoding.DecodeString(cursor)
-	if err != nil || len(b) == 0 {
-		return "", fmt.Errorf("cursor %q: %w", cursor, storage.ErrBadCursor)
-	}
-	return string(b), nil
-}
+// The cursor helpers every backend shares.
+var (
+	encodeCursor = storage.EncodeCursor
+	decodeCursor = storage.DecodeCursor
+)
 
 // pageLimit clamps a page size to 1…MaxPageLimit (0 or less is the most).
 func pageLimit(p storage.Page) int {

@@ -23,8 +23,8 @@ var _ storage.InspectionStore = (*Store)(nil)
 
 // The keyset helpers both SQL backends share.
 var (
-	decodeCursor   = sqlstore.DecodeCursor
-	encodeCursor   = sqlstore.EncodeCursor
+	decodeCursor   = storage.DecodeCursor
+	encodeCursor   = storage.EncodeCursor
 	pageLimit      = sqlstore.PageLimit
 	utc            = sqlstore.UTC
 	scanEnrollment = sqlstore.ScanEnrollment

@@ -2,7 +2,6 @@ package sqlstore
 
 import (
 	"database/sql"
-	"encoding/base64"
 	"time"
 
 	"github.com/picomdm/picomdm/mdm"
@@ -13,22 +12,6 @@ import (
 // id, WHERE id > cursor, LIMIT n+1 (the extra row says whether there is a
 // next page). A cursor is the base64url of the last ID of the previous
 // page.
-
-// DecodeCursor returns the ID a cursor names ("" for none), or
-// storage.ErrBadCursor.
-func DecodeCursor(c string) (string, error) {
-	if c == "" {
-		return "", nil
-	}
-	b, err := base64.RawURLEncoding.DecodeString(c)
-	if err != nil || len(b) == 0 {
-		return "", storage.ErrBadCursor
-	}
-	return string(b), nil
-}
-
-// EncodeCursor returns the cursor of the page after id.
-func EncodeCursor(id string) string { return base64.RawURLEncoding.EncodeToString([]byte(id)) }
 
 // PageLimit clamps a page size into 1…storage.MaxPageLimit.
 func PageLimit(n int) int { return min(max(n, 1), storage.MaxPageLimit) }

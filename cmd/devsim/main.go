@@ -5,7 +5,20 @@
 //
 //	devsim -ca-cert ca.pem -ca-key ca.key [-url http://127.0.0.1:9000/mdm] [-devices N] [-watch 10s] [-v]
 //
-// The device logic lives in package test/device; this is flag parsing.
+// "devsim bench" is a load generator for any NanoMDM-compatible server
+// (see package test/load for its phases), reporting "name value unit"
+// lines or, with -json, one JSON object:
+//
+//	devsim bench -url http://127.0.0.1:9000/mdm -api-key KEY -ca-cert ca.pem -ca-key ca.key \
+//		-devices 1000 -concurrency 32 -commands 5 [-apns-listen 127.0.0.1:8443 -apns-cert apns.pem -apns-key apns.key]
+//
+// "devsim ca -cert ca.pem -key ca.key" writes a throw-away device CA for a
+// server's -ca. "devsim apns-cert -cert apns.pem -key apns.key" writes the certificate
+// the bench's mock APNs serves; start the server with
+// -push-url https://127.0.0.1:8443 -push-ca apns.pem to push to it.
+//
+// The device logic lives in package test/device, the load generator in
+// test/load; this is flag parsing.
 package main
 
 import (
@@ -35,6 +48,16 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "bench":
+			return runBench(ctx, args[1:], stdout, os.Stderr)
+		case "apns-cert":
+			return runAPNsCert(args[1:])
+		case "ca":
+			return runCA(args[1:])
+		}
+	}
 	fs := flag.NewFlagSet("devsim", flag.ContinueOnError)
 	var (
 		serverURL   = fs.String("url", "http://127.0.0.1:9000/mdm", "server MDM URL")
@@ -63,15 +86,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	certPEM, err := os.ReadFile(*caCert)
-	if err != nil {
-		return err
-	}
-	keyPEM, err := os.ReadFile(*caKey)
-	if err != nil {
-		return err
-	}
-	ca, err := device.LoadCA(certPEM, keyPEM)
+	ca, err := loadCA(*caCert, *caKey)
 	if err != nil {
 		return err
 	}
@@ -91,4 +106,21 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fleet.Answer = device.Answer(*answer)
 	fleet.PrintTo(stdout, *verbose)
 	return fleet.Run(ctx, *watch)
+}
+
+// loadCA reads the device CA from its certificate and key files; an empty
+// certFile means the key file holds both.
+func loadCA(certFile, keyFile string) (*device.CA, error) {
+	if certFile == "" {
+		certFile = keyFile
+	}
+	certPEM, err := os.ReadFile(certFile)
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, err
+	}
+	return device.LoadCA(certPEM, keyPEM)
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/picomdm/picomdm/mdm"
 	"github.com/picomdm/picomdm/test/apiclient"
+	"github.com/picomdm/picomdm/test/apnsmock"
 	"github.com/picomdm/picomdm/test/device"
 )
 
@@ -102,6 +103,10 @@ func TestRunErrors(t *testing.T) {
 		{"no CA", []string{"-url", ts.URL}, "-ca-cert and -ca-key are required"},
 		{"bad key type", []string{"-ca-cert", certFile, "-ca-key", keyFile, "-key-type", "dsa"}, "unknown key type"},
 		{"server error", []string{"-url", ts.URL, "-ca-cert", certFile, "-ca-key", keyFile, "-key-type", "ecdsa"}, "500"},
+		{"bench without API key", []string{"bench", "-ca-key", keyFile}, "-api-key and -ca-key are required"},
+		{"bench key without certificate", []string{"bench", "-api-key", "k", "-ca-key", keyFile}, "no PEM CERTIFICATE"},
+		{"bench server error", []string{"bench", "-url", ts.URL + "/mdm", "-api-key", "k", "-ca-cert", certFile, "-ca-key", keyFile,
+			"-key-type", "ecdsa", "-devices", "2", "-progress", "0"}, "500"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := run(t.Context(), tc.args, io.Discard)
@@ -110,4 +115,29 @@ func TestRunErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestWriteCertificates checks "devsim ca" and "devsim apns-cert" write what
+// the server and the bench load: a device CA, and a certificate and key
+// the mock APNs can serve.
+func TestWriteCertificates(t *testing.T) {
+	dir := t.TempDir()
+	caCert, caKey := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca.key")
+	if err := run(t.Context(), []string{"ca", "-cert", caCert, "-key", caKey}, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadCA(caCert, caKey); err != nil {
+		t.Errorf("loading the written CA: %v", err)
+	}
+	apnsCert, apnsKey := filepath.Join(dir, "apns.pem"), filepath.Join(dir, "apns.key")
+	if err := run(t.Context(), []string{"apns-cert", "-cert", apnsCert, "-key", apnsKey}, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	certPEM, _ := os.ReadFile(apnsCert)
+	keyPEM, _ := os.ReadFile(apnsKey)
+	mock, err := apnsmock.Listen("127.0.0.1:0", certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mock.Close()
 }

@@ -7,10 +7,8 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/asn1"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/pem"
 	"fmt"
 	"math/big"
 	"strings"
@@ -20,6 +18,7 @@ import (
 	"github.com/micromdm/plist"
 	"github.com/picomdm/picomdm/mdm"
 	"github.com/picomdm/picomdm/storage"
+	"github.com/picomdm/picomdm/test/apnsmock"
 )
 
 // The helpers below never take a testing.TB: they are called from the
@@ -54,10 +53,6 @@ func RandomCertHash() string { return hex.EncodeToString(RandomBytes(32)) }
 // NewTopic returns a unique APNs push topic of the form Apple issues for
 // MDM push certificates: "com.apple.mgmt.External.<uuid>".
 func NewTopic() string { return "com.apple.mgmt.External." + strings.ToLower(NewUUID()) }
-
-// oidUserID is the Subject attribute Apple stores a push certificate's topic
-// in (LDAP UID).
-var oidUserID = asn1.ObjectIdentifier{0, 9, 2342, 19200300, 100, 1, 1}
 
 func randomSerial() *big.Int {
 	return new(big.Int).SetBytes(RandomBytes(16))
@@ -103,26 +98,7 @@ func NewIdentityCert(commonName string) *x509.Certificate {
 // like an APNs MDM push certificate for topic: the topic is the UID
 // attribute of the Subject, which is where storage.TopicFromCert looks.
 func NewPushCert(topic string) (certPEM, keyPEM []byte) {
-	now := time.Now().Truncate(time.Second)
-	subject := pkix.Name{CommonName: "APSP:" + strings.ToLower(NewUUID())}
-	if topic != "" {
-		subject.ExtraNames = []pkix.AttributeTypeAndValue{{Type: oidUserID, Value: topic}}
-	}
-	cert, key := selfSigned(&x509.Certificate{
-		SerialNumber: randomSerial(),
-		Subject:      subject,
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.AddDate(1, 0, 0),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	})
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		panic(fmt.Sprintf("storagetest: encoding key: %v", err))
-	}
-	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})
-	keyPEM = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
-	return certPEM, keyPEM
+	return apnsmock.NewProviderCertificate(topic)
 }
 
 // commandTemplate is a command plist written the way no encoder would

@@ -22,33 +22,71 @@ const APIUser = "nanomdm"
 // maxResponse bounds how much of an API answer is read.
 const maxResponse = 16 << 20
 
+// Client calls one server's API with an API key over an HTTP client of
+// its own (so a load generator can keep many connections open). The zero
+// HTTP field means http.DefaultClient.
+type Client struct {
+	// BaseURL is the server's base URL, e.g. "http://127.0.0.1:9000".
+	BaseURL string
+	// APIKey is the server's -api key.
+	APIKey string
+	// HTTP sends the requests; nil means http.DefaultClient.
+	HTTP *http.Client
+}
+
 // Enqueue PUTs rawCommand to baseURL's /v1/enqueue/ for the enrollment
 // IDs, with ?nopush=1 if noPush, and returns the status code and the
 // (JSON) response body. A non-2xx status is not an error here.
 func Enqueue(ctx context.Context, baseURL, apiKey string, ids []string, rawCommand []byte, noPush bool) (status int, body []byte, err error) {
-	u := endpoint(baseURL, "/v1/enqueue/", ids)
-	if noPush {
-		u += "?nopush=1"
-	}
-	return do(ctx, http.MethodPut, u, apiKey, rawCommand)
+	return (&Client{BaseURL: baseURL, APIKey: apiKey}).Enqueue(ctx, ids, rawCommand, noPush)
 }
 
 // Push asks baseURL's /v1/push/ to push to the enrollment IDs and returns
 // the status code and the (JSON) response body.
 func Push(ctx context.Context, baseURL, apiKey string, ids []string) (status int, body []byte, err error) {
-	return do(ctx, http.MethodGet, endpoint(baseURL, "/v1/push/", ids), apiKey, nil)
+	return (&Client{BaseURL: baseURL, APIKey: apiKey}).Push(ctx, ids)
 }
 
-// endpoint joins baseURL, path and the comma-separated, path-escaped IDs.
-func endpoint(baseURL, path string, ids []string) string {
+// Enqueue PUTs rawCommand to /v1/enqueue/ for the enrollment IDs, with
+// ?nopush=1 if noPush, and returns the status code and the (JSON) response
+// body. A non-2xx status is not an error here.
+func (c *Client) Enqueue(ctx context.Context, ids []string, rawCommand []byte, noPush bool) (status int, body []byte, err error) {
+	u := c.endpoint("/v1/enqueue/", ids)
+	if noPush {
+		u += "?nopush=1"
+	}
+	return c.do(ctx, http.MethodPut, u, rawCommand)
+}
+
+// Push asks /v1/push/ to push to the enrollment IDs and returns the status
+// code and the (JSON) response body.
+func (c *Client) Push(ctx context.Context, ids []string) (status int, body []byte, err error) {
+	return c.do(ctx, http.MethodGet, c.endpoint("/v1/push/", ids), nil)
+}
+
+// PutPushCert uploads a push certificate and its private key (PEM, in one
+// body) to /v1/pushcert.
+func (c *Client) PutPushCert(ctx context.Context, certAndKeyPEM []byte) (status int, body []byte, err error) {
+	return c.do(ctx, http.MethodPut, strings.TrimRight(c.BaseURL, "/")+"/v1/pushcert", certAndKeyPEM)
+}
+
+// Migrate PUTs a raw check-in plist (Authenticate, TokenUpdate, …) to
+// /migration, the endpoint servers run with -migration expose.
+func (c *Client) Migrate(ctx context.Context, checkin []byte) (status int, body []byte, err error) {
+	return c.do(ctx, http.MethodPut, strings.TrimRight(c.BaseURL, "/")+"/migration", checkin)
+}
+
+// endpoint joins the base URL, path and the comma-separated, path-escaped
+// IDs.
+func (c *Client) endpoint(path string, ids []string) string {
 	escaped := make([]string, len(ids))
 	for i, id := range ids {
 		escaped[i] = url.PathEscape(id)
 	}
-	return strings.TrimRight(baseURL, "/") + path + strings.Join(escaped, ",")
+	return strings.TrimRight(c.BaseURL, "/") + path + strings.Join(escaped, ",")
 }
 
-func do(ctx context.Context, method, u, apiKey string, body []byte) (int, []byte, error) {
+func (c *Client) do(ctx context.Context, method, u string, body []byte) (int, []byte, error) {
 	var r io.Reader
 	if body != nil {
 		r = bytes.NewReader(body)
@@ -57,8 +95,12 @@ func do(ctx context.Context, method, u, apiKey string, body []byte) (int, []byte
 	if err != nil {
 		return 0, nil, fmt.Errorf("apiclient: building request: %w", err)
 	}
-	req.SetBasicAuth(APIUser, apiKey)
-	resp, err := http.DefaultClient.Do(req)
+	req.SetBasicAuth(APIUser, c.APIKey)
+	client := c.HTTP
+	if client == nil {
+		client = http.DefaultClient
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return 0, nil, fmt.Errorf("apiclient: %w", err)
 	}

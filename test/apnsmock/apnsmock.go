@@ -19,6 +19,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
@@ -97,9 +98,104 @@ type Server struct {
 	requests  []Request
 }
 
-// New starts a mock APNs on a loopback port.
+// New starts a mock APNs on a loopback port with a fresh self-signed
+// certificate.
 func New() *Server {
 	cert, roots := serverCert()
+	s := newServer(cert, roots)
+	s.srv.StartTLS()
+	s.URL = s.srv.URL
+	return s
+}
+
+// Listen starts a mock APNs on addr (such as "127.0.0.1:8443") serving
+// certPEM/keyPEM (see NewServerCertificate), so that a server process
+// configured in advance with -push-url https://addr and -push-ca certPEM
+// can reach it: what the devsim load tool does.
+func Listen(addr string, certPEM, keyPEM []byte) (*Server, error) {
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("apnsmock: server certificate: %w", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(certPEM) {
+		return nil, fmt.Errorf("apnsmock: no certificate in PEM")
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("apnsmock: %w", err)
+	}
+	s := newServer(cert, roots)
+	s.certPEM = certPEM
+	s.srv.Listener.Close()
+	s.srv.Listener = ln
+	s.srv.StartTLS()
+	s.URL = s.srv.URL
+	return s, nil
+}
+
+// NewServerCertificate returns a fresh self-signed certificate and its
+// key, in PEM, valid for a year for localhost and the loopback addresses:
+// what Listen serves and the MDM server must trust (-push-ca).
+func NewServerCertificate() (certPEM, keyPEM []byte, err error) {
+	cert, _ := serverCert()
+	der, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("apnsmock: encoding key: %w", err)
+	}
+	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]})
+	keyPEM = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	return certPEM, keyPEM, nil
+}
+
+// oidUserID is the Subject attribute (UID) that holds a push certificate's
+// topic.
+var oidUserID = asn1.ObjectIdentifier{0, 9, 2342, 19200300, 100, 1, 1}
+
+// NewProviderCertificate returns a PEM certificate and PEM (PKCS #8) private
+// key shaped like an APNs MDM push certificate for topic (the UID attribute
+// of its Subject; none if topic is empty), self-signed with a new ECDSA
+// P-256 key: what a test uploads to /v1/pushcert to push to this mock. It
+// panics if the platform cannot generate a key.
+func NewProviderCertificate(topic string) (certPEM, keyPEM []byte) {
+	// Whole seconds, so stores keeping NotAfter at second precision
+	// compare equal.
+	now := time.Now().Truncate(time.Second)
+	subject := pkix.Name{CommonName: "APSP:" + strings.ToLower(rand.Text())}
+	if topic != "" {
+		subject.ExtraNames = []pkix.AttributeTypeAndValue{{Type: oidUserID, Value: topic}}
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		panic(fmt.Sprintf("apnsmock: generating key: %v", err))
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
+	if err != nil {
+		panic(fmt.Sprintf("apnsmock: generating serial: %v", err))
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      subject,
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.AddDate(1, 0, 0),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		panic(fmt.Sprintf("apnsmock: creating certificate: %v", err))
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		panic(fmt.Sprintf("apnsmock: encoding key: %v", err))
+	}
+	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	keyPEM = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
+	return certPEM, keyPEM
+}
+
+// newServer builds an unstarted mock serving cert.
+func newServer(cert tls.Certificate, roots *x509.CertPool) *Server {
 	s := &Server{
 		roots:     roots,
 		certPEM:   pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}),
@@ -121,8 +217,6 @@ func New() *Server {
 	// Clients that go away mid-handshake are routine in tests.
 	s.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
 	s.srv.Config.ConnState = s.connState
-	s.srv.StartTLS()
-	s.URL = s.srv.URL
 	return s
 }
 
@@ -384,7 +478,7 @@ func serverCert() (tls.Certificate, *x509.CertPool) {
 		SerialNumber: serial,
 		Subject:      pkix.Name{CommonName: "apnsmock"},
 		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(24 * time.Hour),
+		NotAfter:     now.AddDate(1, 0, 0),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		DNSNames:     []string{"localhost"},

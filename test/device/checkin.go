@@ -43,7 +43,12 @@ func messageType(t string) mdm.MessageType { return mdm.MessageType{MessageType:
 // with the device's topic, serial number and hardware details. Only device
 // channels authenticate; user channels start with TokenUpdate.
 func (d *Device) Authenticate(ctx context.Context) error {
-	msg := &mdm.Authenticate{
+	_, err := d.checkin(ctx, mdm.MessageAuthenticate, d.authenticateMessage())
+	return err
+}
+
+func (d *Device) authenticateMessage() *mdm.Authenticate {
+	return &mdm.Authenticate{
 		Enrollment:   d.enrollment(),
 		MessageType:  messageType(mdm.MessageAuthenticate),
 		Topic:        d.Topic,
@@ -55,21 +60,41 @@ func (d *Device) Authenticate(ctx context.Context) error {
 		ProductName:  d.ProductName,
 		SerialNumber: d.SerialNumber,
 	}
-	_, err := d.checkin(ctx, mdm.MessageAuthenticate, msg)
-	return err
 }
 
 // TokenUpdate sends the channel's push token, PushMagic and topic (and the
 // UnlockToken, if any), which makes the enrollment active.
 func (d *Device) TokenUpdate(ctx context.Context) error {
-	msg := &mdm.TokenUpdate{
+	_, err := d.checkin(ctx, mdm.MessageTokenUpdate, d.tokenUpdateMessage())
+	return err
+}
+
+func (d *Device) tokenUpdateMessage() *mdm.TokenUpdate {
+	return &mdm.TokenUpdate{
 		Enrollment:  d.enrollment(),
 		MessageType: messageType(mdm.MessageTokenUpdate),
 		Push:        mdm.Push{PushMagic: d.PushMagic, Token: d.Token, Topic: d.Topic},
 		UnlockToken: d.UnlockToken,
 	}
-	_, err := d.checkin(ctx, mdm.MessageTokenUpdate, msg)
-	return err
+}
+
+// EnrollMessages returns the plists Enroll sends, in order (Authenticate,
+// then TokenUpdate; only TokenUpdate on a user channel), for replaying an
+// enrollment without the device, e.g. through a server's /migration.
+func (d *Device) EnrollMessages() ([][]byte, error) {
+	msgs := []any{d.tokenUpdateMessage()}
+	if d.parent == nil {
+		msgs = []any{d.authenticateMessage(), msgs[0]}
+	}
+	out := make([][]byte, len(msgs))
+	for i, msg := range msgs {
+		body, err := plist.Marshal(msg)
+		if err != nil {
+			return nil, fmt.Errorf("device: encoding check-in: %w", err)
+		}
+		out[i] = body
+	}
+	return out, nil
 }
 
 // Enroll authenticates the device channel and sends its TokenUpdate, as a

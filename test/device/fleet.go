@@ -37,7 +37,7 @@ func NewFleet(ca *CA, serverURL string, n int, opts ...Option) (*Fleet, error) {
 		return nil, fmt.Errorf("device: fleet of %d devices", n)
 	}
 	f := &Fleet{Devices: make([]*Device, n)}
-	err := forEach(context.Background(), n, runtime.GOMAXPROCS(0), func(_ context.Context, i int) error {
+	err := ForEach(context.Background(), n, runtime.GOMAXPROCS(0), func(_ context.Context, i int) error {
 		d, err := New(ca, serverURL, opts...)
 		f.Devices[i] = d
 		return err
@@ -137,13 +137,13 @@ func (f *Fleet) PrintTo(w io.Writer, verbose bool) {
 
 // each runs fn for every device index, at most f.Concurrency at a time.
 func (f *Fleet) each(ctx context.Context, fn func(ctx context.Context, i int) error) error {
-	return forEach(ctx, len(f.Devices), f.Concurrency, fn)
+	return ForEach(ctx, len(f.Devices), f.Concurrency, fn)
 }
 
 // forEach runs fn for i in [0, n), at most limit at a time (all at once if
 // limit <= 0), and returns the first error; the first error cancels the
 // context the others run with.
-func forEach(ctx context.Context, n, limit int, fn func(ctx context.Context, i int) error) error {
+func ForEach(ctx context.Context, n, limit int, fn func(ctx context.Context, i int) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if limit <= 0 || limit > n {

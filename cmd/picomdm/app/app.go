@@ -16,6 +16,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"os"
 	"slices"
@@ -67,6 +68,11 @@ type App struct {
 	metrics  *metrics.Registry
 	draining atomic.Bool
 }
+
+// MaxHeaderBytes bounds a request's header block, URL included. The API
+// names enrollment IDs in the path (/v1/enqueue/ID,ID,…), so it is 8 MiB
+// rather than Go's 1 MiB: one call can reach 100,000+ enrollments.
+const MaxHeaderBytes = 8 << 20
 
 // errVersionPrinted makes Main exit 0 after -version, errHealthy after a
 // passing -healthcheck.
@@ -353,6 +359,9 @@ func (a *App) wire(stdout io.Writer) error {
 			return errors.New("-migration needs -api")
 		}
 	}
+	if cfg.Pprof && cfg.MetricsListen == "" {
+		return errors.New("-pprof needs -metrics-listen (the profiler is never served on the public listener)")
+	}
 	if cfg.MetricsListen == "" && cfg.APIKey == "" {
 		a.Logger.Warn("no -api key and no -metrics-listen: /metrics is disabled")
 	}
@@ -411,10 +420,13 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
 		Handler:           a.handler,
 		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       cfg.ReadTimeout,
-		WriteTimeout:      cfg.WriteTimeout,
-		IdleTimeout:       cfg.IdleTimeout,
-		ErrorLog:          slog.NewLogLogger(a.Logger.Handler(), slog.LevelWarn),
+		// The API takes enrollment IDs in the path: 8 MiB lets one
+		// enqueue or push name 100,000+ IDs (Go's default is 1 MiB).
+		MaxHeaderBytes: MaxHeaderBytes,
+		ReadTimeout:    cfg.ReadTimeout,
+		WriteTimeout:   cfg.WriteTimeout,
+		IdleTimeout:    cfg.IdleTimeout,
+		ErrorLog:       slog.NewLogLogger(a.Logger.Handler(), slog.LevelWarn),
 	}
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
@@ -426,6 +438,12 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", a.metrics.Handler())
+		if cfg.Pprof {
+			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		}
 		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			if err := msrv.Serve(mln); !errors.Is(err, http.ErrServerClosed) {

@@ -57,6 +57,7 @@ type Config struct {
 	IdleTimeout        time.Duration
 	ShutdownWait       time.Duration
 	MetricsListen      string
+	Pprof              bool
 }
 
 // EnvPrefix and LegacyEnvPrefix name the environment variables every flag
@@ -111,6 +112,7 @@ func newFlagSet(cfg *Config, output io.Writer) *flag.FlagSet {
 	fs.DurationVar(&cfg.WriteTimeout, "write-timeout", 60*time.Second, "HTTP server write timeout")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", 120*time.Second, "HTTP server idle (keep-alive) timeout")
 	fs.DurationVar(&cfg.ShutdownWait, "shutdown-timeout", 30*time.Second, "how long to wait for in-flight requests on SIGTERM")
+	fs.BoolVar(&cfg.Pprof, "pprof", false, "also serve Go's profiler (/debug/pprof/) on -metrics-listen")
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "address to serve /metrics on, unauthenticated (empty: /metrics on -listen, behind the -api key)")
 	return fs
 }

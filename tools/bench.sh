@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# bench.sh runs "devsim bench" against a fresh PicoMDM on one backend, the
+# way docs/performance.md's figures were measured:
+#
+#	tools/bench.sh file|mysql|pgsql [devsim bench flags…]
+#	tools/bench.sh pgsql -devices 10000 -key-type ecdsa
+#
+# It builds picomdm and devsim, makes a throw-away device CA, API key and
+# mock-APNs certificate, empties the backend (a new directory, or the
+# picomdm_bench database, dropped and created), starts picomdm on
+# 127.0.0.1:9400 pushing to devsim's mock APNs on 127.0.0.1:9443, runs the
+# bench (which reports the server's RSS at the end) and stops the server.
+# PROFILE=1 also takes a 20 s CPU profile of the server from the start of
+# the run (written to the work directory, which is printed).
+# MariaDB and PostgreSQL are expected where tools/testenv.sh finds them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+backend=${1:?usage: tools/bench.sh file|mysql|pgsql [devsim bench flags…]}
+shift
+work=$(mktemp -d "${TMPDIR:-/tmp}/picomdm-bench.XXXXXX")
+echo "bench.sh: working in $work" >&2
+go build -o "$work/bin/" ./cmd/picomdm ./cmd/devsim
+bin=$work/bin
+"$bin/devsim" ca -cert "$work/ca.pem" -key "$work/ca.key"
+"$bin/devsim" apns-cert -cert "$work/apns.pem" -key "$work/apns.key"
+key=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+
+case $backend in
+file)
+	storage=(-storage file -storage-dsn "$work/db")
+	;;
+mysql)
+	mysql -h 127.0.0.1 -u root -e 'DROP DATABASE IF EXISTS picomdm_bench; CREATE DATABASE picomdm_bench'
+	storage=(-storage mysql -storage-dsn 'root@tcp(127.0.0.1:3306)/picomdm_bench')
+	;;
+pgsql)
+	psql -q -h 127.0.0.1 -U postgres -c 'DROP DATABASE IF EXISTS picomdm_bench' -c 'CREATE DATABASE picomdm_bench'
+	storage=(-storage pgsql -storage-dsn 'postgres://postgres@127.0.0.1:5432/picomdm_bench?sslmode=disable')
+	;;
+*)
+	echo "bench.sh: unknown backend $backend (file, mysql or pgsql)" >&2
+	exit 2
+	;;
+esac
+
+"$bin/picomdm" -listen 127.0.0.1:9400 -metrics-listen 127.0.0.1:9401 -pprof \
+	-ca "$work/ca.pem" -api "$key" -migration \
+	-push-url https://127.0.0.1:9443 -push-ca "$work/apns.pem" \
+	"${storage[@]}" >"$work/server.log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
+for _ in $(seq 100); do
+	curl -fsS -o /dev/null http://127.0.0.1:9400/healthz 2>/dev/null && break
+	sleep 0.1
+done
+
+if [ "${PROFILE:-}" = 1 ]; then
+	(sleep 1; curl -fsS -o "$work/cpu.prof" 'http://127.0.0.1:9401/debug/pprof/profile?seconds=20') &
+fi
+"$bin/devsim" bench -url http://127.0.0.1:9400/mdm -api-key "$key" \
+	-ca-cert "$work/ca.pem" -ca-key "$work/ca.key" \
+	-apns-listen 127.0.0.1:9443 -apns-cert "$work/apns.pem" -apns-key "$work/apns.key" \
+	-server-pid "$server" "$@"

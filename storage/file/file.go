@@ -24,7 +24,9 @@
 //
 // Every file is written whole to tmp/, synced, renamed over its target,
 // and the target's directory synced: after a crash each file is the old
-// version or the new one. The pending queue of an enrollment is not a file:
+// version or the new one. On Linux the directory syncs of concurrent
+// writers are one group commit, a syncfs(2) each of them waits for (see
+// groupSyncer), instead of an fsync per directory per write. The pending queue of an enrollment is not a file:
 // it is a pure function of durable records — the commands in queued/
 // naming it, minus those it has a final result for, minus those enqueued
 // before its last Authenticate (enrollment.json cleared_seq) — kept in
@@ -77,6 +79,10 @@ type Store struct {
 	dir, tmpDir string
 	sync        bool
 	lock        *os.File
+	// group, on Linux, batches the directory syncs of concurrent writers
+	// into one syncfs (see groupSyncer); nil means one fsync per
+	// directory.
+	group *groupSyncer
 
 	// stripes serialise the writers of one device and its user
 	// channels (check-ins and reports), which read a record, decide and
@@ -229,6 +235,12 @@ func New(dir string, opts ...Option) (*Store, error) {
 		return nil, fmt.Errorf("file storage: %w", err)
 	}
 	s.lock = lock
+	if s.sync {
+		if s.group, err = newGroupSyncer(dir); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("file storage: %w", err)
+		}
+	}
 	if err := s.open(); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("file storage: opening %s: %w", dir, err)
@@ -240,6 +252,10 @@ func New(dir string, opts ...Option) (*Store, error) {
 func (s *Store) Close() error {
 	if s.lock == nil {
 		return nil
+	}
+	if s.group != nil {
+		s.group.close()
+		s.group = nil
 	}
 	err := s.lock.Close() // closing the file releases the flock
 	s.lock = nil
@@ -454,8 +470,5 @@ func (s *Store) ensureEnrollmentDir(id string) (string, error) {
 		return "", fmt.Errorf("creating seen file: %w", err)
 	}
 	seen.Close()
-	if err := s.syncDir(dir); err != nil {
-		return "", err
-	}
-	return dir, s.syncDir(filepath.Dir(dir))
+	return dir, s.syncDir(dir, filepath.Dir(dir))
 }

@@ -86,14 +86,20 @@ func (s *Store) writeFile(path string, data []byte) error {
 	return s.syncDir(filepath.Dir(path))
 }
 
-// syncDir makes the entries of directory dir (files created, renamed or
-// removed in it) durable.
-func (s *Store) syncDir(dir string) error {
+// syncDir makes the entries of the directories (files created, renamed or
+// removed in them) durable: one group sync on Linux, an fsync per
+// directory elsewhere.
+func (s *Store) syncDir(dirs ...string) error {
 	if !s.sync {
 		return nil
 	}
-	if err := syncDir(dir); err != nil {
-		return fmt.Errorf("syncing directory %s: %w", dir, err)
+	if s.group != nil {
+		return s.group.wait()
+	}
+	for _, dir := range dirs {
+		if err := syncDir(dir); err != nil {
+			return fmt.Errorf("syncing directory %s: %w", dir, err)
+		}
 	}
 	return nil
 }

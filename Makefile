@@ -24,7 +24,7 @@ vet:
 # measures them properly.
 test: vet
 	./tools/testenv.sh $(GO) test -race -count=1 ./...
-	$(GO) test -run '^$$' -bench . -benchtime 1x ./push/apns ./storage/file ./storage/inmem ./mdm
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./push/apns ./storage/file ./storage/inmem ./mdm ./http/auth ./http/mdm ./http/observe
 
 bench:
 	./tools/testenv.sh $(GO) test -run '^$$' -bench . -benchmem ./...

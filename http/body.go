@@ -16,6 +16,12 @@ import (
 // body).
 const DefaultMaxBodySize int64 = 10 << 20
 
+// maxPresized is the largest announced body ReadBody allocates for before
+// reading it. Larger ones grow with what actually arrives, so that a
+// client announcing a large body it does not send cannot make the server
+// allocate for it.
+const maxPresized = 64 << 10
+
 // ReadBody reads r's whole body, failing with a *http.MaxBytesError (413
 // through StatusFor) once it exceeds limit bytes; a limit of 0 or less
 // means DefaultMaxBodySize. The limit also tells net/http to close the
@@ -27,7 +33,30 @@ func ReadBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 	if r.Body == nil {
 		return nil, nil
 	}
-	return io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	body := http.MaxBytesReader(w, r.Body, limit)
+	n := r.ContentLength
+	if n <= 0 || n > limit || n > maxPresized {
+		return io.ReadAll(body)
+	}
+	// The usual case: a small body of announced length, read into a
+	// buffer of that size rather than grown to it. One byte more leaves
+	// room to see the end (net/http never delivers more than announced; a
+	// hand-made request might).
+	buf := make([]byte, 0, n+1)
+	for {
+		m, err := body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+m]
+		switch {
+		case err == io.EOF:
+			return buf, nil
+		case err != nil:
+			return buf, err
+		case len(buf) == cap(buf):
+			// More than announced: read the rest as io.ReadAll would.
+			rest, err := io.ReadAll(body)
+			return append(buf, rest...), err
+		}
+	}
 }
 
 func requestContext(r *http.Request) context.Context {
@@ -40,6 +69,9 @@ func requestContext(r *http.Request) context.Context {
 // URLParams returns the first value of each URL query parameter of r, or
 // nil when there are none: what mdm.Request.Params carries on to webhooks.
 func URLParams(r *http.Request) map[string]string {
+	if r.URL.RawQuery == "" {
+		return nil
+	}
 	query := r.URL.Query()
 	if len(query) == 0 {
 		return nil

@@ -117,16 +117,27 @@ func TestReadBody(t *testing.T) {
 		name   string
 		body   string
 		limit  int64
+		length int64 // announced Content-Length; 0 for the body's own
 		status int
 	}{
-		{"within", "hello", 5, 0},
-		{"over", "hello!", 5, http.StatusRequestEntityTooLarge},
-		{"default limit", "hello", 0, 0},
-		{"over default limit", strings.Repeat("x", int(picohttp.DefaultMaxBodySize)+1), 0, http.StatusRequestEntityTooLarge},
+		{name: "within", body: "hello", limit: 5},
+		{name: "over", body: "hello!", limit: 5, status: http.StatusRequestEntityTooLarge},
+		{name: "default limit", body: "hello"},
+		{name: "over default limit", body: strings.Repeat("x", int(picohttp.DefaultMaxBodySize)+1), status: http.StatusRequestEntityTooLarge},
+		{name: "unknown length", body: "hello", length: -1},
+		{name: "unknown length over", body: "hello!", limit: 5, length: -1, status: http.StatusRequestEntityTooLarge},
+		{name: "more than announced", body: "hello, world", length: 5},
+		{name: "more than announced over", body: "hello!", limit: 5, length: 2, status: http.StatusRequestEntityTooLarge},
+		{name: "less than announced", body: "hello", length: 50},
+		{name: "large", body: strings.Repeat("x", 1<<20)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rec := httptest.NewRecorder()
-			got, err := picohttp.ReadBody(rec, httptest.NewRequest(http.MethodPut, "/", strings.NewReader(tc.body)), tc.limit)
+			req := httptest.NewRequest(http.MethodPut, "/", strings.NewReader(tc.body))
+			if tc.length != 0 {
+				req.ContentLength = tc.length
+			}
+			got, err := picohttp.ReadBody(rec, req, tc.limit)
 			if tc.status != 0 {
 				if s := picohttp.StatusFor(err); s != tc.status {
 					t.Fatalf("error %v maps to %d, want %d", err, s, tc.status)

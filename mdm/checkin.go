@@ -3,6 +3,7 @@ package mdm
 import (
 	"errors"
 	"fmt"
+	"reflect"
 )
 
 // The check-in MessageType values PicoMDM understands, from Apple's check-in
@@ -202,19 +203,79 @@ func newCheckin(messageType string) (Checkin, error) {
 // types above (always a pointer), keeping raw as its Raw bytes. An
 // undecodable body or unknown MessageType is a *ParseError.
 func DecodeCheckin(raw []byte) (Checkin, error) {
+	if msg, done, err := decodeCheckinXML(raw); done || err != nil {
+		return msg, err
+	}
+	return decodeCheckinPlist(raw)
+}
+
+// decodeCheckinPlist is DecodeCheckin with github.com/micromdm/plist.
+func decodeCheckinPlist(raw []byte) (Checkin, error) {
+	var d checkinDecoder
+	if err := unmarshalPlist(raw, &d); err != nil {
+		what := "check-in"
+		if d.msg != nil {
+			what += " " + d.msg.Type()
+		}
+		return nil, &ParseError{What: what, Err: err}
+	}
+	setRaw(d.msg, raw)
+	return d.msg, nil
+}
+
+// decodeCheckinXML is DecodeCheckin's fast path for XML (see
+// xmlplist.go): the document is scanned once, read for its MessageType,
+// then into the message type it names. It reports whether it decoded raw;
+// if not, and without an error, raw is for micromdm/plist to decode.
+func decodeCheckinXML(raw []byte) (msg Checkin, done bool, err error) {
+	if isBinaryPlist(raw) {
+		return nil, false, nil
+	}
+	d := getXMLDoc()
+	defer putXMLDoc(d)
+	switch d.scan(raw) {
+	case tooDeep:
+		return nil, false, &ParseError{What: "check-in", Err: fmt.Errorf("%w: deeper than %d", errXMLTooDeep, plistMaxDepth)}
+	case unsupported:
+		return nil, false, nil
+	}
 	var mt MessageType
-	if err := unmarshal(raw, &mt); err != nil {
-		return nil, &ParseError{What: "check-in", Err: err}
+	if !d.decodeRoot(reflect.ValueOf(&mt).Elem()) {
+		return nil, false, nil
+	}
+	msg, err = newCheckin(mt.MessageType)
+	if err != nil {
+		return nil, false, &ParseError{What: "check-in", Err: err}
+	}
+	if !d.decodeRoot(reflect.ValueOf(msg).Elem()) {
+		return nil, false, nil
+	}
+	setRaw(msg, raw)
+	return msg, true, nil
+}
+
+// checkinDecoder decodes a check-in in one parse of the body: the plist
+// decoder hands UnmarshalPlist the parsed document, which is read once for
+// its MessageType and once more into the message type it names. Parsing
+// is what costs (XML in particular); the second read only walks the parsed
+// values.
+type checkinDecoder struct {
+	msg Checkin
+}
+
+// UnmarshalPlist implements plist.Unmarshaler.
+func (d *checkinDecoder) UnmarshalPlist(decode func(any) error) error {
+	var mt MessageType
+	if err := decode(&mt); err != nil {
+		return err
 	}
 	msg, err := newCheckin(mt.MessageType)
 	if err != nil {
-		return nil, &ParseError{What: "check-in", Err: err}
+		return err
 	}
-	if err := unmarshal(raw, msg); err != nil {
-		return nil, &ParseError{What: "check-in " + mt.MessageType, Err: err}
-	}
-	setRaw(msg, raw)
-	return msg, nil
+	// Set before decoding, so that a failure names the MessageType.
+	d.msg = msg
+	return decode(msg)
 }
 
 func setRaw(msg Checkin, raw []byte) {

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"reflect"
+	"sync/atomic"
 
 	"github.com/micromdm/plist"
 )
@@ -18,7 +20,12 @@ var errPlistPanic = errors.New("plist decoder panicked")
 // refuses.
 var errBadBinaryPlist = errors.New("malformed binary plist")
 
-// unmarshal decodes a request body (XML or binary plist) into v.
+// unmarshal decodes a request body (XML or binary plist) into v, a
+// pointer.
+//
+// XML goes through the fast path of xmlplist.go when it can. A plist nested
+// deeper than plistMaxDepth is refused, XML or binary: no message nests
+// that deep, and micromdm/plist's decoder recurses once per level.
 //
 // github.com/micromdm/plist trusts a binary plist's structure: an object
 // reference one past the end or a reference size over 8 panics, a
@@ -28,12 +35,22 @@ var errBadBinaryPlist = errors.New("malformed binary plist")
 // exponentially. The last three kill the whole process, which recover
 // cannot prevent, so binary bodies are checked first; any other panic left
 // in the decoder becomes an error.
-func unmarshal(raw []byte, v any) (err error) {
-	// The same test plist.Unmarshal uses to pick its binary parser.
-	if bytes.HasPrefix(raw, []byte("bplist0")) {
+func unmarshal(raw []byte, v any) error {
+	if done, err := unmarshalXML(raw, v); done || err != nil {
+		return err
+	}
+	return unmarshalPlist(raw, v)
+}
+
+// unmarshalPlist decodes raw into v with github.com/micromdm/plist,
+// checking binary plists first and turning a panic into an error.
+func unmarshalPlist(raw []byte, v any) (err error) {
+	if isBinaryPlist(raw) {
 		if err := checkBinaryPlist(raw); err != nil {
 			return err
 		}
+	} else if xmlTooDeep(raw, plistMaxDepth) {
+		return fmt.Errorf("%w: deeper than %d", errXMLTooDeep, plistMaxDepth)
 	}
 	defer func() {
 		if r := recover(); r != nil {
@@ -41,6 +58,50 @@ func unmarshal(raw []byte, v any) (err error) {
 		}
 	}()
 	return plist.Unmarshal(raw, v)
+}
+
+// unmarshalXML decodes the XML plist raw into v (a pointer) by the fast
+// path. It reports whether it did; when it did not, and returned no error,
+// v is as it was and raw is for micromdm/plist to decode.
+func unmarshalXML(raw []byte, v any) (done bool, err error) {
+	rv := reflect.ValueOf(v)
+	if isBinaryPlist(raw) || rv.Kind() != reflect.Pointer || rv.IsNil() {
+		return false, nil
+	}
+	d := getXMLDoc()
+	defer putXMLDoc(d)
+	switch d.scan(raw) {
+	case tooDeep:
+		return false, fmt.Errorf("%w: deeper than %d", errXMLTooDeep, plistMaxDepth)
+	case unsupported:
+		return false, nil
+	}
+	if !d.decodeRoot(rv.Elem()) {
+		rv.Elem().SetZero()
+		return false, nil
+	}
+	return true, nil
+}
+
+// fastPathPanics counts the panics decodeRoot recovered from, for the
+// tests.
+var fastPathPanics atomic.Int64
+
+// isBinaryPlist reports whether raw is a binary plist, by the test
+// plist.Unmarshal uses to pick its binary parser.
+func isBinaryPlist(raw []byte) bool { return bytes.HasPrefix(raw, []byte("bplist0")) }
+
+// decodeRoot stores the document's root value in v (see decodeNode). A
+// panic, which the fuzz tests make sure does not happen, counts as "not
+// decoded", so that micromdm/plist has the last word.
+func (d *xmlDoc) decodeRoot(v reflect.Value) (ok bool) {
+	defer func() {
+		if recover() != nil {
+			fastPathPanics.Add(1)
+			ok = false
+		}
+	}()
+	return d.decodeNode(0, v)
 }
 
 // Limits checkBinaryPlist enforces. They are far above anything a device

@@ -2,7 +2,6 @@ package auth
 
 import (
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -24,7 +23,9 @@ func HeaderCert(value string) (*x509.Certificate, error) {
 		if len(value) < 2 || !strings.HasSuffix(value, ":") {
 			return nil, fail(ErrMalformed, errors.New("RFC 9440 certificate not enclosed in ':'"))
 		}
-		b, err := base64.StdEncoding.DecodeString(value[1 : len(value)-1])
+		s := getScratch()
+		defer putScratch(s)
+		b, err := s.decodeBase64(value[1 : len(value)-1])
 		if err != nil {
 			return nil, fail(ErrMalformed, fmt.Errorf("decoding RFC 9440 base64: %w", err))
 		}
@@ -40,7 +41,7 @@ func HeaderCert(value string) (*x509.Certificate, error) {
 		}
 		der = block.Bytes
 	}
-	cert, err := x509.ParseCertificate(der)
+	cert, err := parseCertificate(der)
 	if err != nil {
 		return nil, fail(ErrMalformed, fmt.Errorf("parsing certificate: %w", err))
 	}

@@ -1,8 +1,8 @@
 package auth
 
 import (
+	"bytes"
 	"crypto/x509"
-	"encoding/base64"
 	"errors"
 	"fmt"
 
@@ -21,18 +21,31 @@ func SignatureCert(header string, body []byte) (cert *x509.Certificate, err erro
 	if header == "" {
 		return nil, fail(ErrNoIdentity, fmt.Errorf("no %s header", SignatureHeader))
 	}
-	der, err := base64.StdEncoding.DecodeString(header)
+	s := getScratch()
+	defer putScratch(s)
+	der, err := s.decodeBase64(header)
 	if err != nil {
 		return nil, fail(ErrMalformed, fmt.Errorf("decoding %s base64: %w", SignatureHeader, err))
 	}
-	// The header is attacker-controlled and the CMS parser is third-party
-	// code: a panic in it must be a 400 like any other garbage, not a
+	// The header is attacker-controlled and the CMS parsers are not
+	// simple: a panic in them must be a 400 like any other garbage, not a
 	// dropped connection.
 	defer func() {
 		if p := recover(); p != nil {
 			cert, err = nil, fail(ErrMalformed, fmt.Errorf("parsing CMS: panic: %v", p))
 		}
 	}()
+	if cert, ok := verifyDetached(der, body); ok {
+		return cert, nil
+	}
+	// What the fast path does not accept, the general path decides, with
+	// the error to answer. It gets its own copy: der goes back to the pool.
+	return verifyPKCS7(bytes.Clone(der), body)
+}
+
+// verifyPKCS7 is SignatureCert's general path: any BER or DER encoding
+// github.com/smallstep/pkcs7 understands.
+func verifyPKCS7(der, body []byte) (*x509.Certificate, error) {
 	p7, err := pkcs7.Parse(der)
 	if err != nil {
 		return nil, fail(ErrMalformed, fmt.Errorf("parsing CMS: %w", err))

@@ -29,6 +29,11 @@ const (
 	CommandUUIDKey = "command_uuid"
 )
 
+// traceHeaderKey is TraceHeader in the canonical form net/http keeps
+// header names in, so that reading and setting it does not canonicalise
+// (and allocate) on every request.
+var traceHeaderKey = http.CanonicalHeaderKey(TraceHeader)
+
 // maxTraceIDLen bounds an incoming trace ID: longer ones are replaced, so a
 // client cannot make every log line of its request arbitrarily long.
 const maxTraceIDLen = 64
@@ -48,11 +53,11 @@ func Trace(next http.Handler, logger *slog.Logger) http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		id := r.Header.Get(TraceHeader)
+		id := r.Header.Get(traceHeaderKey)
 		if !saneTraceID(id) {
 			id = newTraceID()
 		}
-		w.Header().Set(TraceHeader, id)
+		w.Header().Set(traceHeaderKey, id)
 		ctx := context.WithValue(r.Context(), traceKey{}, id)
 		ctx = pmlog.With(ctx, slog.String(TraceIDKey, id))
 		r = r.WithContext(ctx)

@@ -3,6 +3,7 @@ package observe
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -97,4 +98,19 @@ func decodeLines(t *testing.T, buf *bytes.Buffer) []map[string]any {
 		lines = append(lines, m)
 	}
 	return lines
+}
+
+// BenchmarkTrace is the middleware's cost on every request, with the
+// request log line disabled (info level, as servers run).
+func BenchmarkTrace(b *testing.B) {
+	logger, err := pmlog.New(io.Discard, "text", false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := Trace(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), logger)
+	req := httptest.NewRequest(http.MethodPut, "/mdm", nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		h.ServeHTTP(httptest.NewRecorder(), req)
+	}
 }

@@ -108,6 +108,20 @@ func (s *Store) RetrieveNextCommand(r *mdm.Request) (_ *mdm.Command, err error) 
 	return s.Store.RetrieveNextCommand(r)
 }
 
+// StoreCommandReportAndRetrieveNext implements
+// storage.CommandReportAndNexter, so the wrapper keeps the wrapped store's
+// fast path. When the wrapped store has it, the call is timed as its own
+// operation, StoreCommandReportAndRetrieveNext; otherwise it is the two
+// calls, each timed under its own name as before.
+func (s *Store) StoreCommandReportAndRetrieveNext(r *mdm.Request, report *mdm.CommandResults) (_ *mdm.Command, err error) {
+	fast, ok := s.Store.(storage.CommandReportAndNexter)
+	if !ok {
+		return storage.StoreReportThenRetrieveNext(s, r, report)
+	}
+	defer func(start time.Time) { s.observe("StoreCommandReportAndRetrieveNext", start, err) }(time.Now())
+	return fast.StoreCommandReportAndRetrieveNext(r, report)
+}
+
 // EnqueueCommand times storage.CommandEnqueuer.EnqueueCommand and counts
 // the enrollments the command was queued for in
 // picomdm_commands_enqueued_total.
@@ -178,6 +192,19 @@ func (s *Store) IsCertHashAssociated(ctx context.Context, id, hash string) (_ bo
 func (s *Store) AssociateCertHash(ctx context.Context, id, hash string, notAfter time.Time) (err error) {
 	defer func(start time.Time) { s.observe("AssociateCertHash", start, err) }(time.Now())
 	return s.Store.AssociateCertHash(ctx, id, hash, notAfter)
+}
+
+// AssociateNewCertHash implements storage.CertAuthAssociator, so the
+// wrapper keeps the wrapped store's one-round-trip decision: timed as its
+// own operation, AssociateNewCertHash, when the wrapped store has it;
+// otherwise the steps, each timed under its own name as before.
+func (s *Store) AssociateNewCertHash(ctx context.Context, id, hash string, notAfter time.Time) (_ bool, err error) {
+	fast, ok := s.Store.(storage.CertAuthAssociator)
+	if !ok {
+		return storage.AssociateNewCertHashInSteps(ctx, s, id, hash, notAfter)
+	}
+	defer func(start time.Time) { s.observe("AssociateNewCertHash", start, err) }(time.Now())
+	return fast.AssociateNewCertHash(ctx, id, hash, notAfter)
 }
 
 // RetrieveMigrationCheckins times

@@ -11,6 +11,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/picomdm/picomdm/mdm"
@@ -82,6 +83,50 @@ type CommandQueueStore interface {
 	RetrieveNextCommand(r *mdm.Request) (*mdm.Command, error)
 }
 
+// CommandReportAndNexter is an optional CommandQueueStore extension for
+// backends that can do a device request's whole queue work — store the
+// report, find the next command — in fewer storage round trips than the
+// two calls take (PostgreSQL in one statement, MySQL in one multi-statement
+// request). Callers use it through StoreReportAndRetrieveNext.
+type CommandReportAndNexter interface {
+	// StoreCommandReportAndRetrieveNext has exactly the outcome of
+	// StoreCommandReport(r, report) followed by RetrieveNextCommand(r):
+	// the same NotNow deferral, FIFO order and at-least-once redelivery;
+	// a report for an unknown or already-final command is harmless; an
+	// Idle stores no result. The report is durably stored before the
+	// next command is returned, and an error means no command is handed
+	// out (though the report may have been stored, as with an error from
+	// RetrieveNextCommand after StoreCommandReport).
+	StoreCommandReportAndRetrieveNext(r *mdm.Request, report *mdm.CommandResults) (*mdm.Command, error)
+}
+
+// StoreReportAndRetrieveNext stores report and returns r's next command
+// (nil when there is none): through store's
+// StoreCommandReportAndRetrieveNext when it implements
+// CommandReportAndNexter, else with StoreCommandReport then
+// RetrieveNextCommand.
+func StoreReportAndRetrieveNext(store CommandQueueStore, r *mdm.Request, report *mdm.CommandResults) (*mdm.Command, error) {
+	if s, ok := store.(CommandReportAndNexter); ok {
+		return s.StoreCommandReportAndRetrieveNext(r, report)
+	}
+	return StoreReportThenRetrieveNext(store, r, report)
+}
+
+// StoreReportThenRetrieveNext is StoreReportAndRetrieveNext's fallback:
+// StoreCommandReport, then RetrieveNextCommand, whatever store implements.
+// Store wrappers whose wrapped store has no fast path use it to route both
+// calls through their own methods.
+func StoreReportThenRetrieveNext(store CommandQueueStore, r *mdm.Request, report *mdm.CommandResults) (*mdm.Command, error) {
+	if err := store.StoreCommandReport(r, report); err != nil {
+		return nil, fmt.Errorf("storing command report: %w", err)
+	}
+	cmd, err := store.RetrieveNextCommand(r)
+	if err != nil {
+		return nil, fmt.Errorf("retrieving next command: %w", err)
+	}
+	return cmd, nil
+}
+
 // CommandEnqueuer queues commands for enrollments.
 type CommandEnqueuer interface {
 	// EnqueueCommand stores cmd once and queues it for every id, as one
@@ -135,6 +180,53 @@ type CertAuthStore interface {
 	// AssociateCertHash associates hash with id; associating an existing
 	// pair again is not an error.
 	AssociateCertHash(ctx context.Context, id, hash string, notAfter time.Time) error
+}
+
+// CertAuthAssociator is an optional CertAuthStore extension for backends
+// that can take cert-auth's decision at Authenticate — a hash nobody has
+// is associated with the device, one that is already the device's is
+// accepted, any other is refused — in one storage round trip instead of
+// two (PostgreSQL, in one statement). Callers use it through
+// AssociateNewCertHash.
+type CertAuthAssociator interface {
+	// AssociateNewCertHash associates hash with id (with notAfter) if no
+	// enrollment has it yet, and reports whether id has it now: true when
+	// it was new (and is now id's) or already id's, false (nothing
+	// written) when only other enrollments have it. The outcome is that
+	// of HasCertHash, then IsCertHashAssociated or AssociateCertHash.
+	AssociateNewCertHash(ctx context.Context, id, hash string, notAfter time.Time) (bool, error)
+}
+
+// AssociateNewCertHash is cert-auth's decision at Authenticate (see
+// CertAuthAssociator): through store's AssociateNewCertHash when it
+// implements CertAuthAssociator, else in steps (AssociateNewCertHashInSteps).
+func AssociateNewCertHash(ctx context.Context, store CertAuthStore, id, hash string, notAfter time.Time) (bool, error) {
+	if s, ok := store.(CertAuthAssociator); ok {
+		return s.AssociateNewCertHash(ctx, id, hash, notAfter)
+	}
+	return AssociateNewCertHashInSteps(ctx, store, id, hash, notAfter)
+}
+
+// AssociateNewCertHashInSteps is AssociateNewCertHash's fallback:
+// HasCertHash, then IsCertHashAssociated (a known hash) or
+// AssociateCertHash (a new one). Store wrappers whose wrapped store has no
+// CertAuthAssociator use it to route the steps through their own methods.
+func AssociateNewCertHashInSteps(ctx context.Context, store CertAuthStore, id, hash string, notAfter time.Time) (bool, error) {
+	known, err := store.HasCertHash(ctx, hash)
+	if err != nil {
+		return false, fmt.Errorf("checking hash: %w", err)
+	}
+	if known {
+		ours, err := store.IsCertHashAssociated(ctx, id, hash)
+		if err != nil {
+			return false, fmt.Errorf("checking association: %w", err)
+		}
+		return ours, nil
+	}
+	if err := store.AssociateCertHash(ctx, id, hash, notAfter); err != nil {
+		return false, fmt.Errorf("associating: %w", err)
+	}
+	return true, nil
 }
 
 // MigrationStore reads every enrollment back as the check-in messages that

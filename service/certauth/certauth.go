@@ -68,29 +68,21 @@ func New(next service.CheckinAndCommandService, store storage.CertAuthStore, opt
 }
 
 // associateNew runs at Authenticate: a hash already associated with another
-// enrollment is refused; otherwise it is associated with this device.
+// enrollment is refused; otherwise it is associated with this device. A
+// store that implements storage.CertAuthAssociator decides in one round
+// trip; any other in two.
 func (c *CertAuth) associateNew(r *mdm.Request) error {
 	if r.Certificate == nil {
 		return ErrNoCertificate
 	}
 	ctx, id, hash := r.Context, r.DeviceID(), HashCert(r.Certificate)
-	known, err := c.store.HasCertHash(ctx, hash)
+	ours, err := storage.AssociateNewCertHash(ctx, c.store, id, hash, r.Certificate.NotAfter)
 	if err != nil {
-		return fmt.Errorf("certauth: checking hash: %w", err)
+		return fmt.Errorf("certauth: %w", err)
 	}
-	if known {
-		ours, err := c.store.IsCertHashAssociated(ctx, id, hash)
-		if err != nil {
-			return fmt.Errorf("certauth: checking association: %w", err)
-		}
-		if !ours {
-			c.logger.WarnContext(ctx, "cert-auth refused: certificate in use by another enrollment", "enrollment_id", id, "cert_hash", hash)
-			return ErrHashInUse
-		}
-		return nil
-	}
-	if err := c.store.AssociateCertHash(ctx, id, hash, r.Certificate.NotAfter); err != nil {
-		return fmt.Errorf("certauth: associating: %w", err)
+	if !ours {
+		c.logger.WarnContext(ctx, "cert-auth refused: certificate in use by another enrollment", "enrollment_id", id, "cert_hash", hash)
+		return ErrHashInUse
 	}
 	return nil
 }

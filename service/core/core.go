@@ -170,14 +170,13 @@ func (s *Service) GetToken(r *mdm.Request, msg *mdm.GetToken) (*mdm.GetTokenResp
 // CommandAndReportResults stores the report, then returns the next command.
 // Right after a NotNow, NotNow'd commands are skipped for the rest of the
 // exchange; the next Idle makes them eligible again (storage keeps that
-// deferral, so any replica may serve the next request).
+// deferral, so any replica may serve the next request). A store that
+// implements storage.CommandReportAndNexter does both in one go (one
+// database round trip where it can); any other gets the two calls.
 func (s *Service) CommandAndReportResults(r *mdm.Request, results *mdm.CommandResults) (*mdm.Command, error) {
-	if err := s.store.StoreCommandReport(r, results); err != nil {
-		return nil, fmt.Errorf("storing command report: %w", err)
-	}
-	cmd, err := s.store.RetrieveNextCommand(r)
+	cmd, err := storage.StoreReportAndRetrieveNext(s.store, r, results)
 	if err != nil {
-		return nil, fmt.Errorf("retrieving next command: %w", err)
+		return nil, fmt.Errorf("command report: %w", err)
 	}
 	return cmd, nil
 }

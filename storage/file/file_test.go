@@ -410,3 +410,7 @@ func BenchmarkCommandRoundTrip(b *testing.B) {
 func BenchmarkReportAndNext(b *testing.B) {
 	storagetest.BenchmarkReportAndNext(b, open(b, b.TempDir()), 100)
 }
+
+func BenchmarkEnrollPair(b *testing.B) {
+	storagetest.BenchmarkEnrollPair(b, open(b, b.TempDir()), true)
+}

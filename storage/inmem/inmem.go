@@ -101,7 +101,11 @@ type Store struct {
 	idToHashes map[string]map[string]struct{}
 }
 
-var _ storage.Store = (*Store)(nil)
+var (
+	_ storage.Store                  = (*Store)(nil)
+	_ storage.CommandReportAndNexter = (*Store)(nil)
+	_ storage.CertAuthAssociator     = (*Store)(nil)
+)
 
 // New returns an empty in-memory store.
 func New() *Store {
@@ -255,23 +259,46 @@ func (s *Store) RetrieveBootstrapToken(r *mdm.Request, _ *mdm.GetBootstrapToken)
 func (s *Store) StoreCommandReport(r *mdm.Request, report *mdm.CommandResults) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.storeReportLocked(r, report)
+	return nil
+}
+
+// RetrieveNextCommand implements storage.CommandQueueStore.
+func (s *Store) RetrieveNextCommand(r *mdm.Request) (*mdm.Command, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.nextCommandLocked(r)
+}
+
+// StoreCommandReportAndRetrieveNext implements
+// storage.CommandReportAndNexter: the two steps under one lock, so the
+// in-memory reference also exercises the fast path callers take.
+func (s *Store) StoreCommandReportAndRetrieveNext(r *mdm.Request, report *mdm.CommandResults) (*mdm.Command, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.storeReportLocked(r, report)
+	return s.nextCommandLocked(r)
+}
+
+// storeReportLocked is StoreCommandReport. Callers hold s.mu.
+func (s *Store) storeReportLocked(r *mdm.Request, report *mdm.CommandResults) {
 	now := time.Now()
 	e := s.enrollments[r.ID]
 	if e == nil {
-		return nil
+		return
 	}
 	e.lastSeenAt = now
 	if report.Status == "" || report.Status == mdm.StatusIdle {
 		for _, q := range e.queue {
 			q.deferred = false
 		}
-		return nil
+		return
 	}
 	i := slices.IndexFunc(e.queue, func(q *queued) bool { return q.commandUUID == report.CommandUUID })
 	if i < 0 {
 		// Unknown, already final, or queued to someone else: first
 		// final answer wins, so nothing to do.
-		return nil
+		return
 	}
 	q := e.queue[i]
 	if report.Status == mdm.StatusNotNow {
@@ -290,13 +317,10 @@ func (s *Store) StoreCommandReport(r *mdm.Request, report *mdm.CommandResults) e
 		at:     now,
 		notNow: q.notNow,
 	}
-	return nil
 }
 
-// RetrieveNextCommand implements storage.CommandQueueStore.
-func (s *Store) RetrieveNextCommand(r *mdm.Request) (*mdm.Command, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// nextCommandLocked is RetrieveNextCommand. Callers hold s.mu.
+func (s *Store) nextCommandLocked(r *mdm.Request) (*mdm.Command, error) {
 	e := s.enrollments[r.ID]
 	if e == nil {
 		return nil, nil
@@ -438,6 +462,25 @@ func (s *Store) IsCertHashAssociated(_ context.Context, id, hash string) (bool, 
 func (s *Store) AssociateCertHash(_ context.Context, id, hash string, notAfter time.Time) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.associateLocked(id, hash, notAfter)
+	return nil
+}
+
+// AssociateNewCertHash implements storage.CertAuthAssociator under one
+// lock, so the reference store also exercises the fast path.
+func (s *Store) AssociateNewCertHash(_ context.Context, id, hash string, notAfter time.Time) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.hashToIDs[hash]) > 0 {
+		_, ours := s.hashToIDs[hash][id]
+		return ours, nil
+	}
+	s.associateLocked(id, hash, notAfter)
+	return true, nil
+}
+
+// associateLocked associates hash with id. Callers hold s.mu.
+func (s *Store) associateLocked(id, hash string, notAfter time.Time) {
 	if s.hashToIDs[hash] == nil {
 		s.hashToIDs[hash] = make(map[string]time.Time)
 	}
@@ -446,7 +489,6 @@ func (s *Store) AssociateCertHash(_ context.Context, id, hash string, notAfter t
 		s.idToHashes[id] = make(map[string]struct{})
 	}
 	s.idToHashes[id][hash] = struct{}{}
-	return nil
 }
 
 // deviceKeys returns the identifying keys of a device channel, for the

@@ -36,5 +36,16 @@ func BenchmarkCommandRoundTrip(b *testing.B) {
 }
 
 func BenchmarkReportAndNext(b *testing.B) {
-	storagetest.BenchmarkReportAndNext(b, New(), 100)
+	b.Run("separate", func(b *testing.B) { storagetest.BenchmarkReportAndNext(b, New(), 100) })
+	b.Run("combined", func(b *testing.B) { storagetest.BenchmarkReportAndNextCombined(b, New(), 100) })
+}
+
+func BenchmarkDeviceRoundTrip(b *testing.B) {
+	for _, mode := range storagetest.Modes {
+		b.Run(mode.Name, func(b *testing.B) { storagetest.BenchmarkDeviceRoundTrip(b, New(), mode.Combined) })
+	}
+}
+
+func BenchmarkEnrollPair(b *testing.B) {
+	storagetest.BenchmarkEnrollPair(b, New(), true)
 }

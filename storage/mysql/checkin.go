@@ -70,34 +70,27 @@ func (s *Store) StoreAuthenticate(r *mdm.Request, msg *mdm.Authenticate) error {
 	ctx := reqCtx(r)
 	der, notAfter := certFields(r)
 	where, arg := channelsWhere(r)
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.execTx(ctx,
 		// PRIMARY.
-		if _, err := tx.ExecContext(ctx, `INSERT INTO devices
+		statement{"storing device", `INSERT INTO devices
 	(id, serial_number, identity_cert, identity_cert_not_after, authenticate, authenticated_at)
 VALUES (?, ?, ?, ?, ?, UTC_TIMESTAMP(6))
 ON DUPLICATE KEY UPDATE
 	serial_number = ?, identity_cert = ?, identity_cert_not_after = ?,
 	authenticate = ?, authenticated_at = UTC_TIMESTAMP(6),
-	bootstrap_token = NULL, bootstrap_token_at = NULL`,
+	bootstrap_token = NULL, bootstrap_token_at = NULL`, []any{
 			r.ID, msg.SerialNumber, der, notAfter, msg.RawBytes(),
-			msg.SerialNumber, der, notAfter, msg.RawBytes()); err != nil {
-			return fmt.Errorf("storing device: %w", err)
-		}
+			msg.SerialNumber, der, notAfter, msg.RawBytes()}},
 		// enrollments_device (or PRIMARY for a user channel).
-		if _, err := tx.ExecContext(ctx, `UPDATE enrollments e
+		statement{"disabling channels", `UPDATE enrollments e
 SET e.enabled = FALSE, e.token_update_tally = 0,
 	e.last_seen_at = UTC_TIMESTAMP(6), e.updated_at = UTC_TIMESTAMP(6)
-WHERE `+where, arg); err != nil {
-			return fmt.Errorf("disabling channels: %w", err)
-		}
+WHERE ` + where, []any{arg}},
 		// enrollments_device, then queue_id_command by its id prefix.
-		if _, err := tx.ExecContext(ctx, `DELETE q FROM queue q
+		statement{"clearing queues", `DELETE q FROM queue q
 JOIN enrollments e ON e.id = q.id
-WHERE `+where, arg); err != nil {
-			return fmt.Errorf("clearing queues: %w", err)
-		}
-		return nil
-	})
+WHERE ` + where, []any{arg}},
+	)
 	if err != nil {
 		return fmt.Errorf("storing Authenticate of %q: %w", r.ID, err)
 	}
@@ -114,12 +107,9 @@ func (s *Store) StoreTokenUpdate(r *mdm.Request, msg *mdm.TokenUpdate) error {
 	if r.ParentID != "" {
 		parent = r.ParentID
 	}
-	upsert := func(ex interface {
-		ExecContext(context.Context, string, ...any) (sql.Result, error)
-	}) error {
-		// enrolled_at is assigned before enabled: MySQL evaluates the
-		// assignments left to right, each seeing the ones before.
-		_, err := ex.ExecContext(ctx, `INSERT INTO enrollments
+	// enrolled_at is assigned before enabled: MySQL evaluates the
+	// assignments left to right, each seeing the ones before.
+	upsert := statement{"upserting enrollment", `INSERT INTO enrollments
 	(id, device_id, parent_id, type, topic, push_magic, token, push_token_valid,
 	 enabled, token_update_tally, token_update, identity_cert_not_after,
 	 enrolled_at, last_seen_at, updated_at)
@@ -130,31 +120,23 @@ ON DUPLICATE KEY UPDATE
 	topic = ?, push_magic = ?, token = ?, push_token_valid = TRUE, push_token_invalid_reason = NULL, push_token_invalid_at = NULL,
 	enabled = TRUE, token_update_tally = token_update_tally + 1,
 	token_update = ?, identity_cert_not_after = COALESCE(?, identity_cert_not_after),
-	last_seen_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6)`,
-			r.ID, r.DeviceID(), parent, string(r.Type), msg.Topic, msg.PushMagic, notNil(msg.Token),
-			notNil(msg.RawBytes()), notAfter,
-			msg.Topic, msg.PushMagic, notNil(msg.Token), notNil(msg.RawBytes()), notAfter)
-		if err != nil {
-			return fmt.Errorf("upserting enrollment: %w", err)
-		}
-		return nil
-	}
+	last_seen_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6)`, []any{
+		r.ID, r.DeviceID(), parent, string(r.Type), msg.Topic, msg.PushMagic, notNil(msg.Token),
+		notNil(msg.RawBytes()), notAfter,
+		msg.Topic, msg.PushMagic, notNil(msg.Token), notNil(msg.RawBytes()), notAfter}}
 	var err error
 	// Apple sends the UnlockToken in the device channel's TokenUpdate
 	// only; it belongs to the device.
 	if len(msg.UnlockToken) > 0 && !r.Type.IsUserChannel() {
-		err = s.inTx(ctx, func(tx *sql.Tx) error {
+		err = s.execTx(ctx,
 			// PRIMARY.
-			if _, err := tx.ExecContext(ctx, `INSERT INTO devices (id, unlock_token, unlock_token_at)
+			statement{"storing UnlockToken", `INSERT INTO devices (id, unlock_token, unlock_token_at)
 VALUES (?, ?, UTC_TIMESTAMP(6))
-ON DUPLICATE KEY UPDATE unlock_token = ?, unlock_token_at = UTC_TIMESTAMP(6)`,
-				r.ID, msg.UnlockToken, msg.UnlockToken); err != nil {
-				return fmt.Errorf("storing UnlockToken: %w", err)
-			}
-			return upsert(tx)
-		})
-	} else {
-		err = s.retry(ctx, func() error { return upsert(s.db) })
+ON DUPLICATE KEY UPDATE unlock_token = ?, unlock_token_at = UTC_TIMESTAMP(6)`, []any{
+				r.ID, msg.UnlockToken, msg.UnlockToken}},
+			upsert)
+	} else if _, err = s.exec(ctx, upsert.query, upsert.args...); err != nil {
+		err = fmt.Errorf("%s: %w", upsert.what, err)
 	}
 	if err != nil {
 		return fmt.Errorf("storing TokenUpdate of %q: %w", r.ID, err)

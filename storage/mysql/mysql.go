@@ -62,6 +62,8 @@ const (
 	// migrateTimeout bounds how long Open waits for other replicas'
 	// migrations and runs its own.
 	migrateTimeout = 10 * time.Minute
+	// rollbackTimeout bounds the ROLLBACK after a failed report batch.
+	rollbackTimeout = 5 * time.Second
 )
 
 // Store is the MySQL backend. Build it with Open; Close it when done.
@@ -71,6 +73,10 @@ type Store struct {
 	dbName string
 	// seen throttles last_seen_at writes per enrollment.
 	seen *sqlstore.Throttle
+	// multiStatements: connections take multi-statement requests, with
+	// parameters interpolated client-side (see
+	// StoreCommandReportAndRetrieveNext).
+	multiStatements bool
 	// retries counts transactions run again after a deadlock or lock-wait
 	// timeout (for tests).
 	retries atomic.Int64
@@ -81,7 +87,10 @@ type Store struct {
 	closed   sync.Once
 }
 
-var _ storage.Store = (*Store)(nil)
+var (
+	_ storage.Store                  = (*Store)(nil)
+	_ storage.CommandReportAndNexter = (*Store)(nil)
+)
 
 // Open connects to the database named by dsn (a go-sql-driver/mysql DSN,
 // "user:pass@tcp(host:3306)/dbname?param=value"), applies the embedded
@@ -94,7 +103,11 @@ var _ storage.Store = (*Store)(nil)
 // in UTC); interpolateParams=true unless the DSN sets it (one round trip
 // per statement instead of prepare, execute and close; the driver escapes
 // every value, binary ones as _binary literals, and refuses collations
-// where that is unsafe); the session isolation level READ COMMITTED
+// where that is unsafe); multiStatements=true when parameters are
+// interpolated, unless the DSN sets it (a device request's report and
+// next-command lookup then travel as one request; every statement is
+// still built from constant text and escaped values); the session
+// isolation level READ COMMITTED
 // unless the DSN sets transaction_isolation or tx_isolation; and strict
 // SQL mode (STRICT_ALL_TABLES added to the server's) unless the DSN sets
 // sql_mode.
@@ -120,6 +133,9 @@ func Open(dsn string, options map[string]string) (*Store, error) {
 			cfg.InterpolateParams = false
 		}
 	}
+	if cfg.InterpolateParams && !dsnHasParam(dsn, "multiStatements") {
+		cfg.MultiStatements = true
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), migrateTimeout)
 	defer cancel()
 	if err := setIsolation(ctx, cfg); err != nil {
@@ -137,7 +153,13 @@ func Open(dsn string, options map[string]string) (*Store, error) {
 	}
 	db := sql.OpenDB(connector)
 	opts.ApplyPool(db)
-	s := &Store{db: db, opts: opts, dbName: cfg.DBName, seen: sqlstore.NewThrottle(lastSeenInterval)}
+	s := &Store{
+		db:              db,
+		opts:            opts,
+		dbName:          cfg.DBName,
+		seen:            sqlstore.NewThrottle(lastSeenInterval),
+		multiStatements: cfg.InterpolateParams && cfg.MultiStatements,
+	}
 	if opts.Migrate {
 		if err := s.migrate(ctx); err != nil {
 			db.Close()

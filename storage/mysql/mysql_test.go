@@ -37,6 +37,24 @@ func TestConformance(t *testing.T) {
 	storagetest.Run(t, s)
 }
 
+// TestConformanceStatementByStatement: the suite on a store whose
+// connections take no multi-statement requests (multiStatements=false in
+// the DSN): reports and check-ins go statement by statement.
+func TestConformanceStatementByStatement(t *testing.T) {
+	_, dsn := openTest(t, nil)
+	storagetest.Run(t, openDSNParam(t, dsn, nil, "multiStatements=false"))
+}
+
+// TestReportAndNextDeleteMode: the queue semantics through the
+// report-and-next path with delete=1, whose report batches differ (no
+// results, the command row dropped with its last answer). Only that group:
+// the whole suite expects an answered CommandUUID to stay taken, which
+// delete=1 does not keep here.
+func TestReportAndNextDeleteMode(t *testing.T) {
+	s, _ := openTest(t, map[string]string{"delete": "1"})
+	storagetest.RunReportAndNext(t, s)
+}
+
 // count runs a SELECT COUNT(*) query.
 func count(tb testing.TB, s *Store, query string, args ...any) int {
 	tb.Helper()

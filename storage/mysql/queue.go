@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/picomdm/picomdm/mdm"
+	"github.com/picomdm/picomdm/storage"
 )
 
 // The command queue (DESIGN.md §2). The queue table holds only pending
@@ -22,8 +23,16 @@ import (
 // touchLastSeen records that an enrollment was seen. PRIMARY.
 const touchLastSeen = "UPDATE enrollments SET last_seen_at = UTC_TIMESTAMP(6) WHERE id = ?"
 
-// StoreCommandReport implements storage.CommandQueueStore.
+// StoreCommandReport implements storage.CommandQueueStore: as one
+// multi-statement request (see reportBatch) when the connections take
+// them, else statement by statement.
 func (s *Store) StoreCommandReport(r *mdm.Request, report *mdm.CommandResults) error {
+	if s.multiStatements {
+		if _, err := s.storeReportBatch(r, report, false); err != nil {
+			return fmt.Errorf("storing %s report of %q for command %q: %w", report.Status, r.ID, report.CommandUUID, err)
+		}
+		return nil
+	}
 	ctx := reqCtx(r)
 	now := time.Now()
 	touch := s.seen.Due(r.ID, now)
@@ -212,4 +221,179 @@ func (s *Store) RetrieveNextCommand(r *mdm.Request) (*mdm.Command, error) {
 		return nil, fmt.Errorf("retrieving next command of %q: %w", r.ID, err)
 	}
 	return cmd, nil
+}
+
+// StoreCommandReportAndRetrieveNext implements
+// storage.CommandReportAndNexter: the report and the next-command lookup
+// are sent as one multi-statement request (see reportBatch), so a device
+// request costs one round trip to the database instead of two to five
+// (BEGIN, the report's statements, COMMIT, the lookup). The lookup runs
+// after the COMMIT, whose failure stops the request, so a command is only
+// handed out once the report is durable.
+//
+// Without multi-statement requests (a DSN that sets multiStatements=false,
+// or interpolateParams=false, with which MySQL cannot take parameters
+// beyond the first statement), it makes the two calls.
+func (s *Store) StoreCommandReportAndRetrieveNext(r *mdm.Request, report *mdm.CommandResults) (*mdm.Command, error) {
+	if !s.multiStatements {
+		return storage.StoreReportThenRetrieveNext(s, r, report)
+	}
+	cmd, err := s.storeReportBatch(r, report, true)
+	if err != nil {
+		return nil, fmt.Errorf("storing %s report of %q for command %q and retrieving the next: %w", report.Status, r.ID, report.CommandUUID, err)
+	}
+	return cmd, nil
+}
+
+// storeReportBatch stores report, and with withNext returns the next
+// command, in one request; then, with delete=1, drops the command if that
+// was its last pending answer.
+func (s *Store) storeReportBatch(r *mdm.Request, report *mdm.CommandResults, withNext bool) (*mdm.Command, error) {
+	ctx := reqCtx(r)
+	now := time.Now()
+	touch := s.seen.Due(r.ID, now)
+	b := s.reportBatch(r.ID, report, touch, withNext)
+	if b.empty() {
+		return nil, nil // an answer naming no command, nothing to touch
+	}
+	var cmd *mdm.Command
+	var answered bool
+	var read func(*sql.Rows) error
+	if b.withNext || b.answered {
+		read = func(rows *sql.Rows) error {
+			var err error
+			cmd, answered, err = b.read(rows)
+			return err
+		}
+	}
+	err := s.retry(ctx, func() error {
+		cmd, answered = nil, false
+		return s.runBatch(ctx, &b.batch, read)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if touch {
+		s.seen.Done(r.ID, now)
+	}
+	if answered && s.opts.Delete {
+		if err := s.dropCommandIfDone(ctx, report.CommandUUID); err != nil {
+			return nil, err
+		}
+	}
+	return cmd, nil
+}
+
+// answeredVar is the session variable a report batch keeps the report's
+// ROW_COUNT() in, between the statement that decides and those that act
+// on it. Every batch sets it before reading it.
+const answeredVar = "@picomdm_answered"
+
+// reportBatch is the batch for one report and, with withNext, the
+// next-command lookup.
+type reportBatch struct {
+	batch
+	// answered: a result set with answeredVar, whether a final answer
+	// removed the queue row, comes first (delete=1 then checks whether
+	// the command is still pending).
+	answered bool
+	withNext bool
+}
+
+// reportBatch builds the batch for report: the statements of storeIdle,
+// storeNotNow and storeFinal, in the same order, on the same indexes,
+// with the decision those take in Go — write a result only if the queue
+// row was there — taken in SQL from ROW_COUNT(). So the first final
+// answer still wins: its DELETE locks the queue row, and a racing one
+// deletes nothing once it gets the lock and so writes no result. With
+// withNext the next-command lookup comes last, after the COMMIT.
+func (s *Store) reportBatch(id string, report *mdm.CommandResults, touch, withNext bool) *reportBatch {
+	b := &reportBatch{withNext: withNext}
+	touchQ := func() {
+		if touch {
+			b.add(touchLastSeen, id)
+		}
+	}
+	switch {
+	case report.Status == "" || report.Status == mdm.StatusIdle:
+		// Autocommit statements, as storeIdle runs them.
+		b.add("UPDATE queue SET deferred = FALSE WHERE id = ? AND deferred = TRUE", id)
+		touchQ()
+	case report.CommandUUID == "":
+		touchQ()
+	case report.Status == mdm.StatusNotNow:
+		tx := touch || !s.opts.Delete
+		if tx {
+			b.begin()
+		}
+		touchQ()
+		b.add(`UPDATE queue
+SET deferred = TRUE, not_now_count = not_now_count + 1, last_not_now_at = UTC_TIMESTAMP(6)
+WHERE id = ? AND command_uuid = ?`, id, report.CommandUUID)
+		if !s.opts.Delete {
+			b.add("SET " + answeredVar + " = ROW_COUNT()")
+			b.add(`INSERT INTO results
+	(id, command_uuid, status, result, not_now_count, last_not_now_at, answered_at)
+SELECT ?, ?, ?, ?, 1, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6) FROM DUAL WHERE `+answeredVar+` > 0
+ON DUPLICATE KEY UPDATE status = ?, result = ?, not_now_count = not_now_count + 1,
+	last_not_now_at = UTC_TIMESTAMP(6), answered_at = UTC_TIMESTAMP(6)`,
+				id, report.CommandUUID, report.Status, notNil(report.Raw),
+				report.Status, notNil(report.Raw))
+		}
+		if tx {
+			b.commit()
+		}
+	default:
+		tx := touch || !s.opts.Delete
+		if tx {
+			b.begin()
+		}
+		touchQ()
+		b.add("DELETE FROM queue WHERE id = ? AND command_uuid = ?", id, report.CommandUUID)
+		b.add("SET " + answeredVar + " = ROW_COUNT()")
+		if !s.opts.Delete {
+			// A NotNow result row may exist: it becomes the final
+			// one, keeping its NotNow count.
+			b.add(`INSERT INTO results
+	(id, command_uuid, status, result, not_now_count, answered_at)
+SELECT ?, ?, ?, ?, 0, UTC_TIMESTAMP(6) FROM DUAL WHERE `+answeredVar+` > 0
+ON DUPLICATE KEY UPDATE status = ?, result = ?, answered_at = UTC_TIMESTAMP(6)`,
+				id, report.CommandUUID, report.Status, notNil(report.Raw),
+				report.Status, notNil(report.Raw))
+		}
+		if tx {
+			b.commit()
+		}
+		if s.opts.Delete {
+			b.answered = true
+			b.add("SELECT " + answeredVar + " > 0")
+		}
+	}
+	if withNext {
+		b.add(nextCommand, id)
+	}
+	return b
+}
+
+// read reads the batch's result sets: whether the report answered a
+// pending command, if the batch asks, and the next command (nil: none).
+func (b *reportBatch) read(rows *sql.Rows) (cmd *mdm.Command, answered bool, err error) {
+	if b.answered {
+		if !rows.Next() {
+			return nil, false, fmt.Errorf("reading whether the command was pending: %w", resultSetErr(rows))
+		}
+		if err := rows.Scan(&answered); err != nil {
+			return nil, false, err
+		}
+		if b.withNext && !rows.NextResultSet() {
+			return nil, false, fmt.Errorf("reading the next command: %w", resultSetErr(rows))
+		}
+	}
+	if b.withNext && rows.Next() {
+		cmd = new(mdm.Command)
+		if err := rows.Scan(&cmd.CommandUUID, &cmd.Command.RequestType, &cmd.Raw); err != nil {
+			return nil, false, err
+		}
+	}
+	return cmd, answered, rows.Err()
 }

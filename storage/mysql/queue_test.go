@@ -53,15 +53,17 @@ func channelOf(id string) *storagetest.Channel { return storagetest.NewDeviceWit
 // with delete=1, no result is kept and the command row goes with the last
 // answer.
 func TestConcurrentAcks(t *testing.T) {
-	for _, del := range []string{"0", "1"} {
-		t.Run("delete="+del, func(t *testing.T) {
-			testConcurrentAcks(t, map[string]string{"delete": del, "max_open_conns": "64"})
-		})
+	for _, path := range reportPaths {
+		for _, del := range []string{"0", "1"} {
+			t.Run(path.name+"/delete="+del, func(t *testing.T) {
+				testConcurrentAcks(t, path, map[string]string{"delete": del, "max_open_conns": "64"})
+			})
+		}
 	}
 }
 
-func testConcurrentAcks(t *testing.T, options map[string]string) {
-	s, _ := openTest(t, options)
+func testConcurrentAcks(t *testing.T, path reportPath, options map[string]string) {
+	s := path.open(t, options)
 	const devices, workers = 1000, 64
 	ids := bulkEnroll(t, s, devices)
 	cmd := storagetest.NewCommand("DeviceInformation")
@@ -87,6 +89,19 @@ func testConcurrentAcks(t *testing.T, options map[string]string) {
 					return
 				}
 				r := chans[i].Request()
+				if path.withNext {
+					// As the server does: Idle, then the answer.
+					got, err := s.StoreCommandReportAndRetrieveNext(r, chans[i].Idle())
+					if err != nil || got == nil || got.CommandUUID != cmd.CommandUUID {
+						t.Errorf("device %d: Idle: next command %v, %v", i, got, err)
+						return
+					}
+					if got, err = s.StoreCommandReportAndRetrieveNext(r, reports[i]); err != nil || got != nil {
+						t.Errorf("device %d: ack: next command %v, %v", i, got, err)
+						return
+					}
+					continue
+				}
 				got, err := s.RetrieveNextCommand(r)
 				if err != nil || got == nil || got.CommandUUID != cmd.CommandUUID {
 					t.Errorf("device %d: next command %v, %v", i, got, err)
@@ -117,12 +132,58 @@ func testConcurrentAcks(t *testing.T, options map[string]string) {
 	}
 }
 
+// reportPath is one way a report reaches the store.
+type reportPath struct {
+	name string
+	// multiStatements: the store runs its reports as multi-statement
+	// batches (Open's default), or statement by statement.
+	multiStatements bool
+	// withNext: reports go through StoreCommandReportAndRetrieveNext,
+	// as the server sends them.
+	withNext bool
+}
+
+// reportPaths: every path must leave the same rows.
+var reportPaths = []reportPath{
+	{"StatementByStatement", false, false},
+	{"Batch", true, false},
+	{"BatchWithNext", true, true},
+}
+
+// open opens a store on a fresh database for the path.
+func (p reportPath) open(tb testing.TB, options map[string]string) *Store {
+	tb.Helper()
+	s, dsn := openTest(tb, options)
+	if !p.multiStatements {
+		s = openDSNParam(tb, dsn, options, "multiStatements=false")
+	}
+	if s.multiStatements != p.multiStatements {
+		tb.Fatalf("store runs multi-statement batches: %v, want %v", s.multiStatements, p.multiStatements)
+	}
+	return s
+}
+
+// report stores report through the path.
+func (p reportPath) report(s *Store, r *mdm.Request, report *mdm.CommandResults) error {
+	if p.withNext {
+		_, err := s.StoreCommandReportAndRetrieveNext(r, report)
+		return err
+	}
+	return s.StoreCommandReport(r, report)
+}
+
 // TestQueueRows: what the tables hold through a command's life: NotNow
 // keeps the queue row (deferred, counted) and records a NotNow result; the
 // final answer moves the row to results, keeping the NotNow count; a late
 // duplicate changes nothing.
 func TestQueueRows(t *testing.T) {
-	s, _ := openTest(t, nil)
+	for _, path := range reportPaths {
+		t.Run(path.name, func(t *testing.T) { testQueueRows(t, path) })
+	}
+}
+
+func testQueueRows(t *testing.T, path reportPath) {
+	s := path.open(t, nil)
 	d := storagetest.NewDevice()
 	storagetest.Enroll(t, s, d)
 	cmd := storagetest.NewCommand("InstallProfile")
@@ -131,7 +192,7 @@ func TestQueueRows(t *testing.T) {
 	}
 	report := func(status string) {
 		t.Helper()
-		if err := s.StoreCommandReport(d.Request(), d.Report(cmd.CommandUUID, status)); err != nil {
+		if err := path.report(s, d.Request(), d.Report(cmd.CommandUUID, status)); err != nil {
 			t.Fatalf("%s: %v", status, err)
 		}
 	}
@@ -164,7 +225,13 @@ func TestQueueRows(t *testing.T) {
 // queue row goes, no result is kept, and the command row goes with the
 // last enrollment's answer.
 func TestDeleteMode(t *testing.T) {
-	s, _ := openTest(t, map[string]string{"delete": "1"})
+	for _, path := range reportPaths {
+		t.Run(path.name, func(t *testing.T) { testDeleteMode(t, path) })
+	}
+}
+
+func testDeleteMode(t *testing.T, path reportPath) {
+	s := path.open(t, map[string]string{"delete": "1"})
 	ctx := context.Background()
 	d1, d2 := storagetest.NewDevice(), storagetest.NewDevice()
 	storagetest.Enroll(t, s, d1, d2)
@@ -179,7 +246,7 @@ func TestDeleteMode(t *testing.T) {
 	}
 	report := func(c *storagetest.Channel, uuid, status string) {
 		t.Helper()
-		if err := s.StoreCommandReport(c.Request(), c.Report(uuid, status)); err != nil {
+		if err := path.report(s, c.Request(), c.Report(uuid, status)); err != nil {
 			t.Fatalf("%s: %v", status, err)
 		}
 	}
@@ -229,7 +296,13 @@ func TestDeleteMode(t *testing.T) {
 // enrollment in a process; a process that has not written it (another
 // replica, or this one restarted) writes it at the first report.
 func TestLastSeen(t *testing.T) {
-	s, _ := openTest(t, nil)
+	for _, path := range reportPaths {
+		t.Run(path.name, func(t *testing.T) { testLastSeen(t, path) })
+	}
+}
+
+func testLastSeen(t *testing.T, path reportPath) {
+	s := path.open(t, nil)
 	d := storagetest.NewDevice()
 	storagetest.Enroll(t, s, d)
 	const old = "2000-01-01 00:00:00"
@@ -246,7 +319,7 @@ func TestLastSeen(t *testing.T) {
 	}
 	idle := func() {
 		t.Helper()
-		if err := s.StoreCommandReport(d.Request(), d.Idle()); err != nil {
+		if err := path.report(s, d.Request(), d.Idle()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -322,4 +395,90 @@ func TestRetryDeadlock(t *testing.T) {
 	if n := count(t, s, "SELECT SUM(v) FROM scratch"); n != 4 {
 		t.Fatalf("sum of updates = %d, want 4 (both transactions, each once)", n)
 	}
+}
+
+// TestReportBatchFailure: a report batch that fails inside its
+// transaction (here a Status too long for its column, refused in strict
+// mode after the queue row was deleted) is rolled back as a whole — the
+// command stays pending — and its connection, the only one in the pool,
+// is not left inside the transaction for the next caller.
+func TestReportBatchFailure(t *testing.T) {
+	s, _ := openTest(t, map[string]string{"max_open_conns": "1"})
+	if !s.multiStatements {
+		t.Fatal("multi-statement report batches are off with the default DSN")
+	}
+	d := storagetest.NewDevice()
+	storagetest.Enroll(t, s, d)
+	a, b := storagetest.NewCommand("A"), storagetest.NewCommand("B")
+	for _, c := range []*mdm.Command{a, b} {
+		if _, err := s.EnqueueCommand(context.Background(), []string{d.ID()}, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, status := range []string{strings.Repeat("x", 300), mdm.StatusNotNow + strings.Repeat("x", 300)} {
+		if _, err := s.StoreCommandReportAndRetrieveNext(d.Request(), d.Report(a.CommandUUID, status)); err == nil {
+			t.Fatalf("report with a %d-byte Status: no error", len(status))
+		}
+		var inTx int
+		if err := s.db.QueryRow("SELECT @@in_transaction").Scan(&inTx); err != nil {
+			t.Fatal(err)
+		}
+		if inTx != 0 {
+			t.Fatal("the failed batch's transaction is still open on the pooled connection")
+		}
+		got, err := s.RetrieveNextCommand(d.Request())
+		if err != nil || got == nil || got.CommandUUID != a.CommandUUID {
+			t.Fatalf("next after the failed report: %v, %v; want %s (still pending)", got, err, a.CommandUUID)
+		}
+	}
+	got, err := s.StoreCommandReportAndRetrieveNext(d.Request(), d.Report(a.CommandUUID, mdm.StatusAcknowledged))
+	if err != nil || got == nil || got.CommandUUID != b.CommandUUID {
+		t.Fatalf("next after acknowledging A: %v, %v; want %s", got, err, b.CommandUUID)
+	}
+	if n := count(t, s, "SELECT COUNT(*) FROM results WHERE id = ? AND command_uuid = ? AND status = 'Acknowledged'", d.ID(), a.CommandUUID); n != 1 {
+		t.Fatalf("results rows for A: %d, want 1", n)
+	}
+}
+
+// TestReportBatchWithoutMultiStatements: a DSN that turns multi-statement
+// requests off gets the two calls, with the same outcome.
+func TestReportBatchWithoutMultiStatements(t *testing.T) {
+	_, dsn := openTest(t, nil)
+	s := openDSNParam(t, dsn, nil, "multiStatements=false")
+	if s.multiStatements {
+		t.Fatal("multiStatements=false in the DSN: report batches still on")
+	}
+	d := storagetest.NewDevice()
+	storagetest.Enroll(t, s, d)
+	a := storagetest.NewCommand("A")
+	if _, err := s.EnqueueCommand(context.Background(), []string{d.ID()}, a); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.StoreCommandReportAndRetrieveNext(d.Request(), d.Idle()); err != nil || got == nil || got.CommandUUID != a.CommandUUID {
+		t.Fatalf("Idle: next %v, %v; want %s", got, err, a.CommandUUID)
+	}
+	if got, err := s.StoreCommandReportAndRetrieveNext(d.Request(), d.Report(a.CommandUUID, mdm.StatusAcknowledged)); err != nil || got != nil {
+		t.Fatalf("Acknowledged: next %v, %v; want none", got, err)
+	}
+}
+
+// openDSNParam opens a second store on openTest's database, with param
+// added to the DSN and options (migrate=0 added), and closes it when the
+// test ends.
+func openDSNParam(tb testing.TB, dsn string, options map[string]string, param string) *Store {
+	tb.Helper()
+	sep := "?"
+	if strings.Contains(dsn, "?") {
+		sep = "&"
+	}
+	opts := map[string]string{"migrate": "0"}
+	for k, v := range options {
+		opts[k] = v
+	}
+	s, err := Open(dsn+sep+param, opts)
+	if err != nil {
+		tb.Fatalf("Open with %s: %v", param, err)
+	}
+	tb.Cleanup(func() { s.Close() })
+	return s
 }

@@ -111,45 +111,34 @@ func BenchmarkCommandRoundTrip(b *testing.B) {
 	storagetest.BenchmarkCommandRoundTrip(b, openFresh(b, nil))
 }
 
+// BenchmarkReportAndNext: a device working through its queue, each
+// request a report and a next-command lookup: as two calls (separate) or
+// through StoreCommandReportAndRetrieveNext (combined, one statement).
 func BenchmarkReportAndNext(b *testing.B) {
 	b.Run("separate", func(b *testing.B) {
 		storagetest.BenchmarkReportAndNext(b, openFresh(b, nil), 100)
 	})
 	b.Run("combined", func(b *testing.B) {
-		benchmarkReportAndNextCombined(b, openFresh(b, nil), 100)
+		storagetest.BenchmarkReportAndNextCombined(b, openFresh(b, nil), 100)
 	})
 }
 
-// benchmarkReportAndNextCombined is storagetest.BenchmarkReportAndNext
-// through StoreCommandReportAndRetrieveNext: one statement per device
-// request instead of two.
-func benchmarkReportAndNextCombined(b *testing.B, s *Store, depth int) {
-	ctx := context.Background()
-	d := storagetest.EnrollDevices(b, s, 1)[0]
-	ids := []string{d.ID()}
-	r := d.Request()
-	var queue []*mdm.Command
-	var reports []*mdm.CommandResults
-	for b.Loop() {
-		if len(queue) == 0 {
-			b.StopTimer()
-			for range depth {
-				cmd := storagetest.NewCommand("ProfileList")
-				if _, err := s.EnqueueCommand(ctx, ids, cmd); err != nil {
-					b.Fatalf("enqueue: %v", err)
-				}
-				queue = append(queue, cmd)
-				reports = append(reports, d.Report(cmd.CommandUUID, mdm.StatusAcknowledged))
-			}
-			b.StartTimer()
-		}
-		next, err := s.StoreCommandReportAndRetrieveNext(r, reports[0])
-		if err != nil {
-			b.Fatalf("report and next: %v", err)
-		}
-		queue, reports = queue[1:], reports[1:]
-		if len(queue) > 0 && (next == nil || next.CommandUUID != queue[0].CommandUUID) {
-			b.Fatalf("next command: got %v, want %s", next, queue[0].CommandUUID)
-		}
+// BenchmarkDeviceRoundTrip: enqueue, then the device's Idle and
+// Acknowledged requests, as two calls each (separate) or one (combined).
+func BenchmarkDeviceRoundTrip(b *testing.B) {
+	for _, mode := range storagetest.Modes {
+		b.Run(mode.Name, func(b *testing.B) {
+			storagetest.BenchmarkDeviceRoundTrip(b, openFresh(b, nil), mode.Combined)
+		})
+	}
+}
+
+// BenchmarkEnrollPair: a device's Authenticate and TokenUpdate with their
+// cert-auth calls, cert-auth's decision in steps or in one statement.
+func BenchmarkEnrollPair(b *testing.B) {
+	for _, mode := range storagetest.Modes {
+		b.Run(mode.Name, func(b *testing.B) {
+			storagetest.BenchmarkEnrollPair(b, openFresh(b, nil), mode.Combined)
+		})
 	}
 }

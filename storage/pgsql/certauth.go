@@ -58,3 +58,33 @@ func (s *Store) AssociateCertHash(ctx context.Context, id, hash string, notAfter
 	}
 	return nil
 }
+
+// associateNewCertHashSQL is cert-auth's decision at Authenticate in one
+// statement: the hash is inserted only if nobody has it, and the answer is
+// whether the enrollment has it now. Both EXISTS read the snapshot from
+// before the insert, so "now" is "it was new, or already ours". Indexes:
+// cert_auth_associations_sha256, the primary key.
+const associateNewCertHashSQL = `
+WITH known AS (
+    SELECT EXISTS (SELECT 1 FROM cert_auth_associations WHERE sha256 = $2) AS taken,
+           EXISTS (SELECT 1 FROM cert_auth_associations WHERE id = $1 AND sha256 = $2) AS ours
+), associated AS (
+    INSERT INTO cert_auth_associations (id, sha256, not_after)
+    SELECT $1, $2, $3::timestamptz FROM known WHERE NOT known.taken
+    ON CONFLICT (id, sha256) DO UPDATE SET not_after = EXCLUDED.not_after, updated_at = now()
+)
+SELECT ours OR NOT taken FROM known`
+
+// AssociateNewCertHash implements storage.CertAuthAssociator in one
+// statement.
+func (s *Store) AssociateNewCertHash(ctx context.Context, id, hash string, notAfter time.Time) (bool, error) {
+	var na *time.Time
+	if !notAfter.IsZero() {
+		na = &notAfter
+	}
+	var ours bool
+	if err := s.queryRow(ctx, associateNewCertHashSQL, []any{id, hash, na}, &ours); err != nil {
+		return false, fmt.Errorf("associating new cert hash %s with %q: %w", hash, id, err)
+	}
+	return ours, nil
+}

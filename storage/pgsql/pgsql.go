@@ -65,7 +65,11 @@ type Store struct {
 	closeErr  error
 }
 
-var _ storage.Store = (*Store)(nil)
+var (
+	_ storage.Store                  = (*Store)(nil)
+	_ storage.CommandReportAndNexter = (*Store)(nil)
+	_ storage.CertAuthAssociator     = (*Store)(nil)
+)
 
 // Open connects to the PostgreSQL database named by dsn (a lib/pq DSN:
 // "postgres://user@host/db?sslmode=disable" or "host=… dbname=…"),

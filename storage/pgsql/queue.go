@@ -270,11 +270,13 @@ func (s *Store) RetrieveNextCommand(r *mdm.Request) (*mdm.Command, error) {
 	return cmd, nil
 }
 
-// StoreCommandReportAndRetrieveNext stores report, then returns r's next
+// StoreCommandReportAndRetrieveNext implements
+// storage.CommandReportAndNexter: it stores report, then returns r's next
 // command (nil when there is none), like StoreCommandReport followed by
-// RetrieveNextCommand but in ONE statement and round trip: the device
-// request's whole storage work. The service's CommandAndReportResults can
-// use it when its store provides it.
+// RetrieveNextCommand but in ONE statement and round trip — the device
+// request's whole storage work. The statement commits before its row
+// reaches the caller (database/sql reads the reply up to ReadyForQuery),
+// so a command is only handed out once the report is durable.
 func (s *Store) StoreCommandReportAndRetrieveNext(r *mdm.Request, report *mdm.CommandResults) (*mdm.Command, error) {
 	q, args, seen := s.report(r, report, true)
 	cmd, err := s.queryCommand(r.Context, q, args...)

@@ -88,6 +88,28 @@ func (s *Store) StoreCommandReport(r *mdm.Request, report *mdm.CommandResults) e
 	})
 }
 
+// StoreCommandReportAndRetrieveNext implements
+// storage.CommandReportAndNexter, so the primary's fast path is kept: the
+// primary stores the report and answers the next command in one call, then
+// the report is copied to the others (which hand out nothing, so they need
+// no lookup). An error from the primary's combined call is returned and
+// nothing is copied: as for StoreCommandReport, the device sends the report
+// again. A primary without the fast path gets the two calls, the report
+// copied in between as before.
+func (s *Store) StoreCommandReportAndRetrieveNext(r *mdm.Request, report *mdm.CommandResults) (*mdm.Command, error) {
+	fast, ok := s.Store.(storage.CommandReportAndNexter)
+	if !ok {
+		return storage.StoreReportThenRetrieveNext(s, r, report)
+	}
+	cmd, err := fast.StoreCommandReportAndRetrieveNext(r, report)
+	if err := s.copyTo(r.Context, "StoreCommandReport", err, func(o storage.Store) error {
+		return o.StoreCommandReport(r, report)
+	}); err != nil {
+		return nil, err
+	}
+	return cmd, nil
+}
+
 // EnqueueCommand implements storage.CommandEnqueuer. The primary's per-ID
 // results are the answer; the others get the command for the same IDs.
 func (s *Store) EnqueueCommand(ctx context.Context, ids []string, cmd *mdm.Command) (map[string]error, error) {
@@ -111,6 +133,26 @@ func (s *Store) AssociateCertHash(ctx context.Context, id, hash string, notAfter
 	return s.copyTo(ctx, "AssociateCertHash", s.Store.AssociateCertHash(ctx, id, hash, notAfter), func(o storage.Store) error {
 		return o.AssociateCertHash(ctx, id, hash, notAfter)
 	})
+}
+
+// AssociateNewCertHash implements storage.CertAuthAssociator, so the
+// primary's one-round-trip decision is kept. When the primary accepts the
+// hash, the association is copied to the others (an upsert, harmless where
+// it exists); a refusal writes nothing anywhere. A primary without it gets
+// the steps, each write copied as before.
+func (s *Store) AssociateNewCertHash(ctx context.Context, id, hash string, notAfter time.Time) (bool, error) {
+	fast, ok := s.Store.(storage.CertAuthAssociator)
+	if !ok {
+		return storage.AssociateNewCertHashInSteps(ctx, s, id, hash, notAfter)
+	}
+	ours, err := fast.AssociateNewCertHash(ctx, id, hash, notAfter)
+	if err != nil || !ours {
+		return ours, err
+	}
+	s.copyTo(ctx, "AssociateCertHash", nil, func(o storage.Store) error {
+		return o.AssociateCertHash(ctx, id, hash, notAfter)
+	})
+	return true, nil
 }
 
 // InvalidatePushToken implements storage.PushTokenStore.

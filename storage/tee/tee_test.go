@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/picomdm/picomdm/mdm"
 	"github.com/picomdm/picomdm/storage"
@@ -90,5 +91,123 @@ func TestErrors(t *testing.T) {
 	s = New(failing{primary}, []storage.Store{secondary}, logger)
 	if _, err := s.EnqueueCommand(context.Background(), []string{d.ID()}, storagetest.NewCommand("B")); err == nil {
 		t.Fatal("primary failure not returned")
+	}
+}
+
+// twoCalls is a store without storage.CommandReportAndNexter.
+type twoCalls struct{ storage.Store }
+
+// failingReport fails every report-and-next call, as a primary whose
+// database is down would.
+type failingReport struct{ storage.Store }
+
+func (failingReport) StoreCommandReportAndRetrieveNext(*mdm.Request, *mdm.CommandResults) (*mdm.Command, error) {
+	return nil, errors.New("primary down")
+}
+
+// The tee keeps its primary's report-and-next fast path and still copies
+// every report to the others; a primary without one gets the two calls;
+// a failed report is returned and not copied.
+func TestReportAndNext(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		primary func(storage.Store) storage.Store
+	}{
+		{"FastPath", func(s storage.Store) storage.Store { return s }},
+		{"TwoCalls", func(s storage.Store) storage.Store { return twoCalls{s} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			primary, secondary := inmem.New(), inmem.New()
+			s := New(tc.primary(primary), []storage.Store{secondary}, nil)
+			if _, ok := any(s).(storage.CommandReportAndNexter); !ok {
+				t.Fatal("the tee hides the fast path")
+			}
+			d := storagetest.NewDevice()
+			storagetest.Enroll(t, s, d)
+			a, b := storagetest.NewCommand("A"), storagetest.NewCommand("B")
+			for _, c := range []*mdm.Command{a, b} {
+				if _, err := s.EnqueueCommand(context.Background(), []string{d.ID()}, c); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, step := range []struct {
+				report *mdm.CommandResults
+				want   *mdm.Command
+			}{
+				{d.Idle(), a},
+				{d.Report(a.CommandUUID, mdm.StatusNotNow), b},
+				{d.Report(b.CommandUUID, mdm.StatusAcknowledged), nil},
+			} {
+				got, err := storage.StoreReportAndRetrieveNext(s, d.Request(), step.report)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if (got == nil) != (step.want == nil) || (got != nil && got.CommandUUID != step.want.CommandUUID) {
+					t.Fatalf("after %s: next %v, want %v", step.report.Status, got, step.want)
+				}
+			}
+			// Both backends saw every report: a is NotNow'd, b answered.
+			for name, st := range map[string]storage.Store{"primary": primary, "secondary": secondary} {
+				if next, err := st.RetrieveNextCommand(d.Request()); err != nil || next != nil {
+					t.Fatalf("%s: next before Idle %v, %v; want none", name, next, err)
+				}
+				if next, err := storage.StoreReportAndRetrieveNext(st, d.Request(), d.Idle()); err != nil || next == nil || next.CommandUUID != a.CommandUUID {
+					t.Fatalf("%s: next after Idle %v, %v; want A", name, next, err)
+				}
+			}
+		})
+	}
+	t.Run("PrimaryFails", func(t *testing.T) {
+		primary, secondary := inmem.New(), inmem.New()
+		s := New(failingReport{primary}, []storage.Store{secondary}, nil)
+		d := storagetest.NewDevice()
+		storagetest.Enroll(t, s, d)
+		a := storagetest.NewCommand("A")
+		if _, err := s.EnqueueCommand(context.Background(), []string{d.ID()}, a); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := storage.StoreReportAndRetrieveNext(s, d.Request(), d.Report(a.CommandUUID, mdm.StatusAcknowledged)); err == nil {
+			t.Fatal("primary failure not returned")
+		}
+		if next, err := secondary.RetrieveNextCommand(d.Request()); err != nil || next == nil || next.CommandUUID != a.CommandUUID {
+			t.Fatalf("secondary: next %v, %v; want A (the failed report not copied)", next, err)
+		}
+	})
+}
+
+// The tee keeps its primary's one-call cert-auth decision; an accepted
+// hash is copied to the others, a refused one is written nowhere.
+func TestAssociateNewCertHash(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		primary func(storage.Store) storage.Store
+	}{
+		{"OneCall", func(s storage.Store) storage.Store { return s }},
+		{"InSteps", func(s storage.Store) storage.Store { return twoCalls{s} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			primary, secondary := inmem.New(), inmem.New()
+			s := New(tc.primary(primary), []storage.Store{secondary}, nil)
+			if _, ok := any(s).(storage.CertAuthAssociator); !ok {
+				t.Fatal("the tee hides the one-call decision")
+			}
+			for _, step := range []struct {
+				id   string
+				want bool
+			}{{"a", true}, {"a", true}, {"b", false}} {
+				if ours, err := storage.AssociateNewCertHash(ctx, s, step.id, "hash", time.Time{}); err != nil || ours != step.want {
+					t.Fatalf("AssociateNewCertHash(%s) = %v, %v; want %v", step.id, ours, err, step.want)
+				}
+			}
+			for name, st := range map[string]storage.Store{"primary": primary, "secondary": secondary} {
+				if ok, _ := st.IsCertHashAssociated(ctx, "a", "hash"); !ok {
+					t.Errorf("%s: accepted hash not associated", name)
+				}
+				if ok, _ := st.IsCertHashAssociated(ctx, "b", "hash"); ok {
+					t.Errorf("%s: refused hash associated", name)
+				}
+			}
+		})
 	}
 }

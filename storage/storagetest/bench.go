@@ -2,6 +2,7 @@ package storagetest
 
 import (
 	"context"
+	"fmt"
 	"testing"
 
 	"github.com/picomdm/picomdm/mdm"
@@ -153,6 +154,19 @@ func BenchmarkCommandRoundTrip(b *testing.B, store storage.Store) {
 // through its queue: store an Acknowledged report, then fetch the next
 // command. depth commands are queued at a time, outside the timer.
 func BenchmarkReportAndNext(b *testing.B, store storage.Store, depth int) {
+	benchmarkReportAndNext(b, store, depth, func(r *mdm.Request, report *mdm.CommandResults) (*mdm.Command, error) {
+		if err := store.StoreCommandReport(r, report); err != nil {
+			return nil, fmt.Errorf("report: %w", err)
+		}
+		return store.RetrieveNextCommand(r)
+	})
+}
+
+// benchmarkReportAndNext works one device through depth-deep queues,
+// timing reportAndNext (store a report, fetch the next command) and
+// checking it hands out the commands in order.
+func benchmarkReportAndNext(b *testing.B, store storage.Store, depth int,
+	reportAndNext func(*mdm.Request, *mdm.CommandResults) (*mdm.Command, error)) {
 	ctx := context.Background()
 	d := EnrollDevices(b, store, 1)[0]
 	ids := []string{d.ID()}
@@ -172,14 +186,11 @@ func BenchmarkReportAndNext(b *testing.B, store storage.Store, depth int) {
 			}
 			b.StartTimer()
 		}
-		if err := store.StoreCommandReport(r, reports[0]); err != nil {
-			b.Fatalf("report: %v", err)
+		next, err := reportAndNext(r, reports[0])
+		if err != nil {
+			b.Fatalf("report and next: %v", err)
 		}
 		queue, reports = queue[1:], reports[1:]
-		next, err := store.RetrieveNextCommand(r)
-		if err != nil {
-			b.Fatalf("next command: %v", err)
-		}
 		if len(queue) > 0 && (next == nil || next.CommandUUID != queue[0].CommandUUID) {
 			b.Fatalf("next command: got %v, want %s", next, queue[0].CommandUUID)
 		}

@@ -351,34 +351,9 @@ func testReportAndNextSameAsTwoCalls(t *testing.T, s storage.Store) {
 // storage call per device request (one database round trip on the
 // backends that implement storage.CommandReportAndNexter).
 func BenchmarkReportAndNextCombined(b *testing.B, store storage.Store, depth int) {
-	ctx := context.Background()
-	d := EnrollDevices(b, store, 1)[0]
-	ids := []string{d.ID()}
-	r := d.Request()
-	var queue []*mdm.Command
-	var reports []*mdm.CommandResults
-	for b.Loop() {
-		if len(queue) == 0 {
-			b.StopTimer()
-			for range depth {
-				cmd := NewCommand("ProfileList")
-				if _, err := store.EnqueueCommand(ctx, ids, cmd); err != nil {
-					b.Fatalf("enqueue: %v", err)
-				}
-				queue = append(queue, cmd)
-				reports = append(reports, d.Report(cmd.CommandUUID, mdm.StatusAcknowledged))
-			}
-			b.StartTimer()
-		}
-		next, err := storage.StoreReportAndRetrieveNext(store, r, reports[0])
-		if err != nil {
-			b.Fatalf("report and next: %v", err)
-		}
-		queue, reports = queue[1:], reports[1:]
-		if len(queue) > 0 && (next == nil || next.CommandUUID != queue[0].CommandUUID) {
-			b.Fatalf("next command: got %v, want %s", next, queue[0].CommandUUID)
-		}
-	}
+	benchmarkReportAndNext(b, store, depth, func(r *mdm.Request, report *mdm.CommandResults) (*mdm.Command, error) {
+		return storage.StoreReportAndRetrieveNext(store, r, report)
+	})
 }
 
 // Modes are the two ways BenchmarkDeviceRoundTrip and BenchmarkEnrollPair

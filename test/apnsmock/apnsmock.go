@@ -165,26 +165,13 @@ func NewProviderCertificate(topic string) (certPEM, keyPEM []byte) {
 	if topic != "" {
 		subject.ExtraNames = []pkix.AttributeTypeAndValue{{Type: oidUserID, Value: topic}}
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		panic(fmt.Sprintf("apnsmock: generating key: %v", err))
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
-	if err != nil {
-		panic(fmt.Sprintf("apnsmock: generating serial: %v", err))
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      subject,
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.AddDate(1, 0, 0),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		panic(fmt.Sprintf("apnsmock: creating certificate: %v", err))
-	}
+	der, key := selfSigned(&x509.Certificate{
+		Subject:     subject,
+		NotBefore:   now.Add(-time.Hour),
+		NotAfter:    now.AddDate(1, 0, 0),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
 		panic(fmt.Sprintf("apnsmock: encoding key: %v", err))
@@ -465,29 +452,16 @@ func isMDMPayload(body []byte) bool {
 // serverCert returns a fresh self-signed ECDSA certificate for the
 // loopback addresses and a pool trusting it.
 func serverCert() (tls.Certificate, *x509.CertPool) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		panic(fmt.Sprintf("apnsmock: generating key: %v", err))
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
-	if err != nil {
-		panic(fmt.Sprintf("apnsmock: generating serial: %v", err))
-	}
 	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: "apnsmock"},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.AddDate(1, 0, 0),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		panic(fmt.Sprintf("apnsmock: creating certificate: %v", err))
-	}
+	der, key := selfSigned(&x509.Certificate{
+		Subject:     pkix.Name{CommonName: "apnsmock"},
+		NotBefore:   now.Add(-time.Hour),
+		NotAfter:    now.AddDate(1, 0, 0),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:    []string{"localhost"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+	})
 	leaf, err := x509.ParseCertificate(der)
 	if err != nil {
 		panic(fmt.Sprintf("apnsmock: parsing certificate: %v", err))
@@ -495,4 +469,22 @@ func serverCert() (tls.Certificate, *x509.CertPool) {
 	roots := x509.NewCertPool()
 	roots.AddCert(leaf)
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, roots
+}
+
+// selfSigned signs tmpl with a new ECDSA P-256 key and a random serial
+// and returns the DER and the key. It panics if the platform cannot
+// generate a key.
+func selfSigned(tmpl *x509.Certificate) ([]byte, *ecdsa.PrivateKey) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		panic(fmt.Sprintf("apnsmock: generating key: %v", err))
+	}
+	if tmpl.SerialNumber, err = rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64)); err != nil {
+		panic(fmt.Sprintf("apnsmock: generating serial: %v", err))
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		panic(fmt.Sprintf("apnsmock: creating certificate: %v", err))
+	}
+	return der, key
 }

@@ -26,6 +26,22 @@ func EnrollDevices(tb testing.TB, store storage.Store, n int) []*Channel {
 	return devs
 }
 
+// commandWork is a command to enqueue and the device's Acknowledged
+// report of it.
+type commandWork struct {
+	cmd    *mdm.Command
+	report *mdm.CommandResults
+}
+
+// commandsToAcknowledge hands out new commands with d's Acknowledged
+// reports of them, built in untimed batches (see batched).
+func commandsToAcknowledge(b *testing.B, d *Channel) func() commandWork {
+	return batched(b, 256, func() commandWork {
+		cmd := NewCommand("ProfileList")
+		return commandWork{cmd, d.Report(cmd.CommandUUID, mdm.StatusAcknowledged)}
+	})
+}
+
 // batched returns a function handing out values made by build, made in
 // batches of n with the timer stopped, so that building them is not timed
 // and the timer (whose stops are costly) stops rarely.
@@ -127,14 +143,7 @@ func BenchmarkCommandRoundTrip(b *testing.B, store storage.Store) {
 	d := EnrollDevices(b, store, 1)[0]
 	ids := []string{d.ID()}
 	r := d.Request()
-	type work struct {
-		cmd    *mdm.Command
-		report *mdm.CommandResults
-	}
-	next := batched(b, 256, func() work {
-		cmd := NewCommand("ProfileList")
-		return work{cmd, d.Report(cmd.CommandUUID, mdm.StatusAcknowledged)}
-	})
+	next := commandsToAcknowledge(b, d)
 	for b.Loop() {
 		w := next()
 		if _, err := store.EnqueueCommand(ctx, ids, w.cmd); err != nil {

@@ -381,14 +381,7 @@ func BenchmarkDeviceRoundTrip(b *testing.B, store storage.Store, combined bool) 
 	ids := []string{d.ID()}
 	r := d.Request()
 	idleReport := d.Idle()
-	type work struct {
-		cmd    *mdm.Command
-		report *mdm.CommandResults
-	}
-	next := batched(b, 256, func() work {
-		cmd := NewCommand("ProfileList")
-		return work{cmd, d.Report(cmd.CommandUUID, mdm.StatusAcknowledged)}
-	})
+	next := commandsToAcknowledge(b, d)
 	for b.Loop() {
 		w := next()
 		if _, err := store.EnqueueCommand(ctx, ids, w.cmd); err != nil {

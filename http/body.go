@@ -59,6 +59,31 @@ func ReadBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 	}
 }
 
+// PreAuthBodySize is how much of a device's body ReadBodyAuthenticated
+// reads before the sender has shown a valid identity: 1 MiB, so that a
+// client without one cannot make the server hold more than about that
+// (plus Go's 1 MiB header limit) per connection. Nearly every device
+// request is smaller and is read in one go.
+const PreAuthBodySize int64 = 1 << 20
+
+// ReadBodyAuthenticated is ReadBody for a body whose sender can be
+// identified from the headers alone (the Mdm-Signature's signer, or a
+// TLS proxy's certificate header): it reads up to PreAuthBodySize bytes;
+// if the body is larger, it calls authenticate and reads the rest (up to
+// limit) only if that succeeded, answering authenticate's error otherwise.
+func ReadBodyAuthenticated(w http.ResponseWriter, r *http.Request, limit int64, authenticate func() error) ([]byte, error) {
+	if limit <= 0 {
+		limit = DefaultMaxBodySize
+	}
+	if limit <= PreAuthBodySize || r.Body == nil || (r.ContentLength >= 0 && r.ContentLength <= PreAuthBodySize) {
+		return ReadBody(w, r, limit)
+	}
+	if err := authenticate(); err != nil {
+		return nil, err
+	}
+	return ReadBody(w, r, limit)
+}
+
 func requestContext(r *http.Request) context.Context {
 	if r == nil {
 		return context.Background()

@@ -37,7 +37,8 @@ func (r *CommandResults) EnrollmentKeys() *Enrollment { return &r.Enrollment }
 var ErrEmptyStatus = errors.New("mdm: command report has no Status")
 
 // DecodeCommandResults decodes a command report body. A body that does not
-// decode, or has an empty Status, is a *ParseError.
+// decode, has an empty Status, or a CommandUUID CheckCommandUUID refuses,
+// is a *ParseError.
 func DecodeCommandResults(raw []byte) (*CommandResults, error) {
 	report := new(CommandResults)
 	if err := unmarshal(raw, report); err != nil {
@@ -45,6 +46,12 @@ func DecodeCommandResults(raw []byte) (*CommandResults, error) {
 	}
 	if report.Status == "" {
 		return nil, &ParseError{What: "command report", Err: ErrEmptyStatus}
+	}
+	// An empty CommandUUID is left to the service (Idle carries none).
+	if report.CommandUUID != "" {
+		if err := CheckCommandUUID(report.CommandUUID); err != nil {
+			return nil, &ParseError{What: "command report", Err: err}
+		}
 	}
 	report.Raw = raw
 	return report, nil
@@ -69,8 +76,9 @@ var (
 	ErrNoRequestType = errors.New("mdm: command has no Command.RequestType")
 )
 
-// DecodeCommand decodes a raw command plist, requiring CommandUUID and
-// Command.RequestType. Failures are *ParseError.
+// DecodeCommand decodes a raw command plist, requiring CommandUUID (one
+// CheckCommandUUID accepts) and Command.RequestType. Failures are
+// *ParseError.
 func DecodeCommand(raw []byte) (*Command, error) {
 	cmd := new(Command)
 	if err := unmarshal(raw, cmd); err != nil {
@@ -79,9 +87,17 @@ func DecodeCommand(raw []byte) (*Command, error) {
 	if cmd.CommandUUID == "" {
 		return nil, &ParseError{What: "command", Err: ErrNoCommandUUID}
 	}
+	if err := CheckCommandUUID(cmd.CommandUUID); err != nil {
+		return nil, &ParseError{What: "command", Err: err}
+	}
 	if cmd.Command.RequestType == "" {
 		return nil, &ParseError{What: "command", Err: ErrNoRequestType}
 	}
 	cmd.Raw = raw
 	return cmd, nil
 }
+
+// CheckCommandUUID checks a CommandUUID from the wire (a device's report or
+// an enqueued command): not empty, at most MaxIDBytes, valid UTF-8 without
+// control characters. Failures are *InvalidIDError.
+func CheckCommandUUID(uuid string) error { return checkIDPart("CommandUUID", uuid, true) }

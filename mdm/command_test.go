@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/micromdm/plist"
@@ -102,6 +103,12 @@ func TestDecodeCommandErrors(t *testing.T) {
 		{"Command not a dictionary", mustXML(t, map[string]any{"CommandUUID": "u1", "Command": "DeviceInformation"}), nil},
 		{"RequestType not a string", mustXML(t, map[string]any{"CommandUUID": "u1", "Command": map[string]any{"RequestType": int64(3)}}), nil},
 		{"CommandUUID not a string", mustXML(t, map[string]any{"CommandUUID": []byte("u1"), "Command": map[string]any{"RequestType": "DeviceInformation"}}), nil},
+		{"CommandUUID 256 bytes", mustXML(t, commandWithUUID(strings.Repeat("u", mdm.MaxIDBytes+1))), mdm.ErrInvalidID},
+		{"CommandUUID with newline", mustXML(t, commandWithUUID("u1\n")), mdm.ErrInvalidID},
+		{"CommandUUID with DEL", mustXML(t, commandWithUUID("u1\x7f")), mdm.ErrInvalidID},
+		{"CommandUUID with NUL", mustBinary(t, commandWithUUID("u1\x00")), mdm.ErrInvalidID},
+		{"CommandUUID with ESC", mustBinary(t, commandWithUUID("\x1b[2J")), mdm.ErrInvalidID},
+		{"CommandUUID with a C1 control", mustBinary(t, commandWithUUID("u1\u0085")), mdm.ErrInvalidID},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -238,6 +245,10 @@ func TestDecodeCommandResultsErrors(t *testing.T) {
 		{"ErrorChain not an array", mustXML(t, map[string]any{"UDID": testUDID, "Status": "Error", "ErrorChain": "oops"}), nil},
 		{"ErrorCode not an integer", mustXML(t, map[string]any{"UDID": testUDID, "Status": "Error", "ErrorChain": []any{map[string]any{"ErrorCode": "12021"}}}), nil},
 		{"top-level array", mustXML(t, []any{"Acknowledged"}), nil},
+		{"CommandUUID 256 bytes", mustXML(t, map[string]any{"UDID": testUDID, "Status": "Acknowledged", "CommandUUID": strings.Repeat("u", mdm.MaxIDBytes+1)}), mdm.ErrInvalidID},
+		{"CommandUUID 256 bytes on Idle", mustXML(t, map[string]any{"UDID": testUDID, "Status": "Idle", "CommandUUID": strings.Repeat("u", mdm.MaxIDBytes+1)}), mdm.ErrInvalidID},
+		{"CommandUUID with tab", mustXML(t, map[string]any{"UDID": testUDID, "Status": "Acknowledged", "CommandUUID": "u\t1"}), mdm.ErrInvalidID},
+		{"CommandUUID with NUL", mustBinary(t, map[string]any{"UDID": testUDID, "Status": "Acknowledged", "CommandUUID": "u1\x00"}), mdm.ErrInvalidID},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -290,10 +301,72 @@ func FuzzDecodeReport(f *testing.F) {
 		if !bytes.Equal(report.Raw, in) {
 			t.Fatal("Raw differs from the input")
 		}
-		if id, err := report.EnrollmentKeys().Resolve(); err == nil && id.ID == "" {
-			t.Fatal("Resolve succeeded with an empty ID")
+		if report.CommandUUID != "" {
+			if err := mdm.CheckCommandUUID(report.CommandUUID); err != nil {
+				t.Fatalf("decoded a report whose CommandUUID is invalid: %v", err)
+			}
+		}
+		if id, err := report.EnrollmentKeys().Resolve(); err == nil {
+			if id.ID == "" {
+				t.Fatal("Resolve succeeded with an empty ID")
+			}
+			// Valid by construction: whatever Resolve hands on passes
+			// the rules the API applies to a whole ID.
+			if err := mdm.CheckEnrollmentID(id.ID); err != nil {
+				t.Fatalf("Resolve gave %q, which CheckEnrollmentID refuses: %v", id.ID, err)
+			}
+		} else if errors.Is(err, mdm.ErrInvalidID) {
+			checkErrorText(t, err)
 		}
 	})
+}
+
+// commandWithUUID is a DeviceInformation command with the given
+// CommandUUID.
+func commandWithUUID(uuid string) map[string]any {
+	return map[string]any{"CommandUUID": uuid, "Command": map[string]any{"RequestType": "DeviceInformation"}}
+}
+
+// mustBinary encodes v as a binary plist, which, unlike XML, can carry any
+// character in a string.
+func mustBinary(tb testing.TB, v any) []byte {
+	tb.Helper()
+	b, err := encodeBinaryPlist(v)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
+// TestCommandUUIDEdges checks that a CommandUUID of exactly MaxIDBytes,
+// or holding anything but control characters, is accepted in a command
+// and in a report, and kept as sent.
+func TestCommandUUIDEdges(t *testing.T) {
+	for _, uuid := range []string{
+		strings.Repeat("u", mdm.MaxIDBytes),
+		strings.Repeat("é", mdm.MaxIDBytes/2) + "u", // 255 bytes, 128 characters
+		"urn:uuid:0F1E2D3C-4B5A-4968-8776-655443322110",
+		"a command with spaces",
+	} {
+		for _, f := range plistFormats {
+			raw, err := f.Encode(commandWithUUID(uuid))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmd, err := mdm.DecodeCommand(raw)
+			if err != nil || cmd.CommandUUID != uuid {
+				t.Errorf("%s: DecodeCommand(%.20q…) = %+v, %v", f.Name, uuid, cmd, err)
+			}
+			raw, err = f.Encode(map[string]any{"UDID": testUDID, "Status": "Acknowledged", "CommandUUID": uuid})
+			if err != nil {
+				t.Fatal(err)
+			}
+			report, err := mdm.DecodeCommandResults(raw)
+			if err != nil || report.CommandUUID != uuid {
+				t.Errorf("%s: DecodeCommandResults(%.20q…) = %+v, %v", f.Name, uuid, report, err)
+			}
+		}
+	}
 }
 
 // BenchmarkDecodeReport decodes an Acknowledged report of the device
@@ -312,5 +385,33 @@ func BenchmarkDecodeReport(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestCheckCommandUUID checks the CommandUUID rules on the string alone,
+// including what no plist encoder here produces (invalid UTF-8).
+func TestCheckCommandUUID(t *testing.T) {
+	for uuid, ok := range map[string]bool{
+		"0F1E2D3C-4B5A-4968-8776-655443322110":   true,
+		strings.Repeat("u", mdm.MaxIDBytes):      true,
+		strings.Repeat("u", mdm.MaxIDBytes+1):    false,
+		"":                                       false,
+		"u1\xff":                                 false,
+		"u1\x00":                                 false,
+		"u1\u009b":                               false,
+		"a:b:c (colons are fine in a UUID)":      true,
+		strings.Repeat("\x00", 1<<20):            false,
+		"\u00e9\u4e16\U0001F600 (any printable)": true,
+	} {
+		err := mdm.CheckCommandUUID(uuid)
+		if ok != (err == nil) {
+			t.Errorf("CheckCommandUUID(%.40q) = %v, want ok %v", uuid, err, ok)
+		}
+		if err != nil {
+			if !errors.Is(err, mdm.ErrInvalidID) {
+				t.Errorf("CheckCommandUUID(%.40q) = %v, not ErrInvalidID", uuid, err)
+			}
+			checkErrorText(t, err)
+		}
 	}
 }

@@ -2,7 +2,10 @@ package mdm_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/picomdm/picomdm/mdm"
 )
@@ -150,4 +153,165 @@ func resolveValues(t *testing.T, f plistFormat, values map[string]any) resolved 
 	}
 	id, err := msg.EnrollmentKeys().Resolve()
 	return resolved{id, err}
+}
+
+// TestResolveValidation checks DESIGN §2's identifier rules on every part
+// an enrollment ID is made of, at their edges: 255 bytes pass, 256 do not;
+// a ':' is refused in a UDID or EnrollmentID only; control characters and
+// invalid UTF-8 are refused everywhere.
+func TestResolveValidation(t *testing.T) {
+	max := strings.Repeat("a", mdm.MaxIDBytes)
+	over := max + "a"
+	// An ID that is valid UTF-8 and exactly 255 bytes with multi-byte
+	// runes: the limit counts bytes, not characters.
+	maxMultiByte := strings.Repeat("é", mdm.MaxIDBytes/2) + "a"
+	tests := []struct {
+		name    string
+		keys    mdm.Enrollment
+		wantKey string // "" when Resolve must succeed
+	}{
+		{"UDID 255 bytes", mdm.Enrollment{UDID: max}, ""},
+		{"UDID 255 bytes, multi-byte", mdm.Enrollment{UDID: maxMultiByte}, ""},
+		{"UDID 256 bytes", mdm.Enrollment{UDID: over}, "UDID"},
+		{"UDID with ':'", mdm.Enrollment{UDID: testUDID + ":" + testUserID}, "UDID"},
+		{"UDID with ':' on a user channel", mdm.Enrollment{UDID: testUDID + ":x", UserID: testUserID}, "UDID"},
+		{"UDID with NUL", mdm.Enrollment{UDID: testUDID + "\x00"}, "UDID"},
+		{"UDID with newline", mdm.Enrollment{UDID: testUDID + "\n"}, "UDID"},
+		{"UDID with DEL", mdm.Enrollment{UDID: "\x7f" + testUDID}, "UDID"},
+		{"UDID with a C1 control", mdm.Enrollment{UDID: testUDID + "\u0085"}, "UDID"},
+		{"UDID with invalid UTF-8", mdm.Enrollment{UDID: testUDID + "\xff"}, "UDID"},
+		{"UDID with a truncated rune", mdm.Enrollment{UDID: testUDID + "\xc3"}, "UDID"},
+		{"UDID with space and non-ASCII", mdm.Enrollment{UDID: "Mac de José 1"}, ""},
+		{"UserID 255 bytes", mdm.Enrollment{UDID: max, UserID: max}, ""},
+		{"UserID 256 bytes", mdm.Enrollment{UDID: testUDID, UserID: over}, "UserID"},
+		{"UserID with tab", mdm.Enrollment{UDID: testUDID, UserID: "a\tb"}, "UserID"},
+		{"UserID with ':'", mdm.Enrollment{UDID: testUDID, UserID: "a:b"}, ""},
+		{"UserShortName 255 bytes", mdm.Enrollment{UDID: testUDID, UserID: mdm.SharedIPadUserID, UserShortName: max}, ""},
+		{"UserShortName 256 bytes", mdm.Enrollment{UDID: testUDID, UserID: mdm.SharedIPadUserID, UserShortName: over}, "UserShortName"},
+		{"UserShortName with CR", mdm.Enrollment{UDID: testUDID, UserID: mdm.SharedIPadUserID, UserShortName: "student\r"}, "UserShortName"},
+		{"UserShortName with invalid UTF-8", mdm.Enrollment{UDID: testUDID, UserID: mdm.SharedIPadUserID, UserShortName: "\xc0\xaf"}, "UserShortName"},
+		{"EnrollmentID 255 bytes", mdm.Enrollment{EnrollmentID: max}, ""},
+		{"EnrollmentID 256 bytes", mdm.Enrollment{EnrollmentID: over}, "EnrollmentID"},
+		{"EnrollmentID with ':'", mdm.Enrollment{EnrollmentID: testEnrollmentID + ":" + testEnrollmentUserID}, "EnrollmentID"},
+		{"EnrollmentID with ESC", mdm.Enrollment{EnrollmentID: "\x1b[31m"}, "EnrollmentID"},
+		{"EnrollmentUserID 255 bytes", mdm.Enrollment{EnrollmentID: max, EnrollmentUserID: max}, ""},
+		{"EnrollmentUserID 256 bytes", mdm.Enrollment{EnrollmentID: testEnrollmentID, EnrollmentUserID: over}, "EnrollmentUserID"},
+		{"EnrollmentUserID with NUL", mdm.Enrollment{EnrollmentID: testEnrollmentID, EnrollmentUserID: "\x00"}, "EnrollmentUserID"},
+		// Keys the ID is not made of are not looked at: a UDID wins over
+		// an EnrollmentID, and a user channel's ID holds no UserShortName.
+		{"ignored EnrollmentID", mdm.Enrollment{UDID: testUDID, EnrollmentID: "bad:\x00"}, ""},
+		{"ignored UserShortName", mdm.Enrollment{UDID: testUDID, UserID: testUserID, UserShortName: over}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id, err := tt.keys.Resolve()
+			if tt.wantKey == "" {
+				if err != nil {
+					t.Fatalf("Resolve: %v", err)
+				}
+				checkEnrollID(t, id)
+				return
+			}
+			var bad *mdm.InvalidIDError
+			if !errors.As(err, &bad) || !errors.Is(err, mdm.ErrInvalidID) {
+				t.Fatalf("Resolve = %+v, %v; want an *InvalidIDError", id, err)
+			}
+			if id != nil {
+				t.Errorf("Resolve returned %+v with its error", id)
+			}
+			if bad.Key != tt.wantKey {
+				t.Errorf("error names %q, want %q (%v)", bad.Key, tt.wantKey, err)
+			}
+			checkErrorText(t, err)
+		})
+	}
+}
+
+// checkErrorText checks that an identifier error's text is safe to log
+// and to answer with: no control characters, valid UTF-8, bounded.
+func checkErrorText(t *testing.T, err error) {
+	t.Helper()
+	msg := err.Error()
+	if !utf8.ValidString(msg) || strings.ContainsFunc(msg, unicode.IsControl) {
+		t.Errorf("error text %q holds control characters or invalid UTF-8", msg)
+	}
+	if len(msg) > 400 { // 64 bytes shown, each at most 4 once quoted
+		t.Errorf("error text is %d bytes: %q", len(msg), msg)
+	}
+}
+
+// TestCheckEnrollmentID checks the rules for an enrollment ID given whole,
+// as the API takes it: "A" or "A:B", each part non-empty, at most 255
+// bytes, without control characters.
+func TestCheckEnrollmentID(t *testing.T) {
+	max := strings.Repeat("b", mdm.MaxIDBytes)
+	over := max + "b"
+	tests := []struct {
+		id string
+		ok bool
+	}{
+		{testUDID, true},
+		{testUDID + ":" + testUserID, true},
+		{testEnrollmentID + ":" + testEnrollmentUserID, true},
+		{testUDID + ":" + testSharedIPadUser, true},
+		{max, true},
+		{max + ":" + max, true},
+		{over, false},
+		{over + ":" + testUserID, false},
+		{testUDID + ":" + over, false},
+		{strings.Repeat("x", 100000), false},
+		// Everything after the first ':' is the user part, which may hold
+		// a ':' as on the device path (UserShortName "a:b").
+		{testUDID + ":a:b", true},
+		{"", false},
+		{":" + testUserID, false},
+		{testUDID + ":", false},
+		{testUDID + "\n", false},
+		{testUDID + ":" + "\x00", false},
+		{testUDID + "\x7f", false},
+		{testUDID + "\xff", false},
+		{testUDID + ":\u009f", false},
+	}
+	for _, tt := range tests {
+		err := mdm.CheckEnrollmentID(tt.id)
+		if tt.ok {
+			if err != nil {
+				t.Errorf("CheckEnrollmentID(%.40q): %v", tt.id, err)
+			}
+			continue
+		}
+		if !errors.Is(err, mdm.ErrInvalidID) {
+			t.Errorf("CheckEnrollmentID(%.40q) = %v, want ErrInvalidID", tt.id, err)
+			continue
+		}
+		checkErrorText(t, err)
+	}
+	// Every ID Resolve produces passes.
+	for _, c := range checkinCases(t) {
+		msg, err := mdm.DecodeCheckin(c.Raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := msg.EnrollmentKeys().Resolve()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := mdm.CheckEnrollmentID(id.ID); err != nil {
+			t.Errorf("%s: Resolve gave %q, which CheckEnrollmentID refuses: %v", c.Name, id.ID, err)
+		}
+	}
+}
+
+// TestInvalidIDErrorText checks that a huge identifier is cut in the error
+// text, which still says how long it was.
+func TestInvalidIDErrorText(t *testing.T) {
+	huge := strings.Repeat("\x01", 10000)
+	err := mdm.CheckEnrollmentID(huge)
+	if err == nil {
+		t.Fatal("CheckEnrollmentID accepted 10,000 control characters")
+	}
+	checkErrorText(t, err)
+	if !strings.Contains(err.Error(), "(10000 bytes)") || !strings.Contains(err.Error(), "…") {
+		t.Errorf("error %q does not say the ID was cut and how long it was", err)
+	}
 }

@@ -62,7 +62,10 @@ var hostileBplists = map[string][]byte{
 	"trailer only":              append([]byte("bplist00"), make([]byte, 32)...),
 }
 
-// garbageSeeds are bodies no decoder may accept, for the fuzzers' corpus.
+// garbageSeeds are bodies for the fuzzers' corpus: garbage no decoder may
+// accept, and reports behind the markup (directives, comments, CDATA
+// sections, processing instructions) that the XML depth limit must see
+// through.
 func garbageSeeds() [][]byte {
 	seeds := [][]byte{
 		nil,
@@ -75,7 +78,7 @@ func garbageSeeds() [][]byte {
 	for _, b := range hostileBplists {
 		seeds = append(seeds, b)
 	}
-	return seeds
+	return append(seeds, directiveSeeds()...)
 }
 
 // TestDecodeHostileBinaryPlists checks that binary plists built to crash

@@ -3,6 +3,7 @@ package mdm
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/xml"
 	"errors"
 	"math"
 	"slices"
@@ -92,69 +93,41 @@ func putXMLDoc(d *xmlDoc) {
 	xmlDocPool.Put(d)
 }
 
-// xmlTooDeep reports whether the elements of an XML document nest deeper
-// than max. It is a lexical scan for the documents the fast path leaves to
-// micromdm/plist, whose recursive decoder must not see them: it skips
-// comments, CDATA sections, processing instructions and declarations, and
-// counts start and end tags. A document it cannot make sense of, it
-// leaves to the decoder to refuse.
+// xmlTooDeep reports whether the elements micromdm/plist would read from
+// the XML document src nest deeper than max.
+//
+// micromdm/plist decodes XML with encoding/xml, recursing once per level,
+// and reads the document's first element and nothing after it. Rather
+// than a scan of its own, which would have to end every directive,
+// comment, CDATA section and processing instruction exactly where
+// encoding/xml ends it (a "<!DOCTYPE plist [" is ended by the first '>'
+// outside quotes and comments, not by "]>"), xmlTooDeep reads src with an
+// encoding/xml Decoder set up as micromdm/plist's is and counts its
+// elements: the two see the same tokens, so no markup can hide nesting.
+// It stops at the end of the first element, or at the first error, where
+// the decoder stops too. Time is linear in len(src); memory is what the
+// Decoder holds for one token and at most max open elements. The price, a
+// second tokenizing pass (measured at about half of what micromdm/plist's
+// own decoding costs), is paid only by documents the fast path leaves to
+// micromdm/plist; the fast path bounds its own recursion (see value).
 func xmlTooDeep(src []byte, max int) bool {
+	dec := xml.NewDecoder(bytes.NewReader(src))
 	depth := 0
 	for {
-		i := bytes.IndexByte(src, '<')
-		if i < 0 {
+		tok, err := dec.Token()
+		if err != nil {
 			return false
 		}
-		src = src[i:]
-		var end []byte // what ends the markup starting at src
-		switch {
-		case bytes.HasPrefix(src, []byte("<!--")):
-			end = []byte("-->")
-		case bytes.HasPrefix(src, []byte("<![CDATA[")):
-			end = []byte("]]>")
-		case bytes.HasPrefix(src, []byte("<?")):
-			end = []byte("?>")
-		case bytes.HasPrefix(src, []byte("<!")):
-			// A declaration; one with an internal subset ends with "]>".
-			if j := bytes.IndexAny(src, "[>"); j >= 0 && src[j] == '[' {
-				end = []byte("]>")
-			} else {
-				end = []byte(">")
-			}
-		case bytes.HasPrefix(src, []byte("</")):
-			depth--
-			end = []byte(">")
-		default:
-			// A start tag: its end is the first '>' outside quotes.
-			j, quote := 1, byte(0)
-			for ; j < len(src); j++ {
-				if c := src[j]; quote != 0 {
-					if c == quote {
-						quote = 0
-					}
-				} else if c == '"' || c == '\'' {
-					quote = c
-				} else if c == '>' {
-					break
-				}
-			}
-			if j >= len(src) {
-				return false
-			}
-			if depth+1 > max {
+		switch tok.(type) {
+		case xml.StartElement:
+			if depth++; depth > max {
 				return true
 			}
-			if src[j-1] != '/' { // not an empty element
-				depth++
+		case xml.EndElement:
+			if depth--; depth == 0 {
+				return false
 			}
-			src = src[j+1:]
-			continue
 		}
-		j := bytes.Index(src, end)
-		if j < 0 {
-			return false
-		}
-		src = src[j+len(end):]
 	}
 }
 

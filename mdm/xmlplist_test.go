@@ -66,6 +66,7 @@ func show(v any) string {
 // many targets the fast path decoded.
 func checkFastPath(t testing.TB, raw []byte) (decoded int) {
 	t.Helper()
+	checkDepthScan(t, raw)
 	panics := mdm.FastPathPanics()
 	defer func() {
 		if mdm.FastPathPanics() != panics {
@@ -286,6 +287,22 @@ func TestXMLTooDeepScan(t *testing.T) {
 		{"internal subset", "<!DOCTYPE a [<!ENTITY e \"<c><d>\">]><a><b><c></c></b></a>", false},
 		{"quoted >", "<a x='>'><b y=\">\"><c><d></d></c></b></a>", true},
 		{"unterminated comment", "<a><b><c><!-- <d>", false},
+		// encoding/xml ends a directive at the first '>' outside quotes,
+		// comments and balanced '<' '>': a '[' means nothing to it.
+		{"internal subset without ]>", "<!DOCTYPE a [><a><b><c><d/></c></b></a>", true},
+		{"]> after the root", "<!DOCTYPE a [><a><b><c><d/></c></b></a>]>", true},
+		{"quoted [ in a declaration", "<!DOCTYPE a \"[\"><a><b><c><d/></c></b></a>", true},
+		{"quoted > in an open subset", "<!DOCTYPE a [<!ENTITY e \">\"> ><a><b><c><d/></c></b></a>", true},
+		{"comment hiding [ in a declaration", "<!DOCTYPE a <!-- [ --> ><a><b><c><d/></c></b></a>", true},
+		{"comment hiding ]> in a subset", "<!DOCTYPE a [<!-- ]> -->]><a><b><c></c></b></a>", false},
+		{"quoted ]> in a subset", "<!DOCTYPE a [<!ENTITY e \"]>\">]><a><b><c></c></b></a>", false},
+		{"markup in a subset", "<!DOCTYPE a [<!ELEMENT a ANY><!ATTLIST a b CDATA \"<x><y>\">]><a><b><c></c></b></a>", false},
+		{"<!--> opens a comment", "<a><!--><b><c><d></d></c></b> --></a>", false},
+		{"CDATA hiding <!DOCTYPE", "<a><![CDATA[<!DOCTYPE [ ]]><b><c><d/></c></b></a>", true},
+		{"processing instruction hiding <!DOCTYPE", "<?pi <!DOCTYPE [ ?><a><b><c><d/></c></b></a>", true},
+		// micromdm/plist reads the root element and stops.
+		{"deep after the root", "<a></a><b><c><d><e></e></d></c></b>", false},
+		{"deep after a syntax error", "<a><b></a><c><d><e></e></d></c>", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := mdm.XMLTooDeep([]byte(tc.doc), max); got != tc.deep {
@@ -296,7 +313,8 @@ func TestXMLTooDeepScan(t *testing.T) {
 }
 
 // FuzzXMLFastPath checks, for any document, that the fast path decodes
-// exactly what micromdm/plist decodes, or leaves it alone.
+// exactly what micromdm/plist decodes, or leaves it alone, and that the
+// depth scan sees at least the nesting micromdm/plist decodes.
 func FuzzXMLFastPath(f *testing.F) {
 	for _, c := range checkinCases(f) {
 		f.Add(c.Raw)
@@ -306,6 +324,9 @@ func FuzzXMLFastPath(f *testing.F) {
 	}
 	for _, tc := range xmlEdgeCases {
 		f.Add(tc.raw)
+	}
+	for _, seed := range directiveSeeds() {
+		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		checkFastPath(t, raw)
@@ -369,7 +390,11 @@ func randomPlist(r *rand.Rand) []byte {
 			b.WriteString("<" + kind + ">" + text + "</" + kind + ">")
 		}
 	}
-	if r.IntN(4) > 0 {
+	switch r.IntN(8) {
+	case 0, 1:
+	case 2: // markup the depth scan must see through
+		b.WriteString("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n" + xmlDirectives[r.IntN(len(xmlDirectives))].before + "\n")
+	default:
 		b.WriteString(xmlHeader)
 	}
 	b.WriteString("<plist version=\"1.0\">" + space())

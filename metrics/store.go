@@ -194,17 +194,16 @@ func (s *Store) AssociateCertHash(ctx context.Context, id, hash string, notAfter
 	return s.Store.AssociateCertHash(ctx, id, hash, notAfter)
 }
 
-// AssociateNewCertHash implements storage.CertAuthAssociator, so the
-// wrapper keeps the wrapped store's one-round-trip decision: timed as its
-// own operation, AssociateNewCertHash, when the wrapped store has it;
-// otherwise the steps, each timed under its own name as before.
-func (s *Store) AssociateNewCertHash(ctx context.Context, id, hash string, notAfter time.Time) (_ bool, err error) {
-	fast, ok := s.Store.(storage.CertAuthAssociator)
-	if !ok {
-		return storage.AssociateNewCertHashInSteps(ctx, s, id, hash, notAfter)
-	}
-	defer func(start time.Time) { s.observe("AssociateNewCertHash", start, err) }(time.Now())
-	return fast.AssociateNewCertHash(ctx, id, hash, notAfter)
+// RetrieveCertHashes times storage.CertAuthInspector.RetrieveCertHashes.
+func (s *Store) RetrieveCertHashes(ctx context.Context, id string) (_ []storage.CertHashInfo, err error) {
+	defer func(start time.Time) { s.observe("RetrieveCertHashes", start, err) }(time.Now())
+	return s.Store.RetrieveCertHashes(ctx, id)
+}
+
+// DeleteCertHash times storage.CertAuthInspector.DeleteCertHash.
+func (s *Store) DeleteCertHash(ctx context.Context, id, hash string) (err error) {
+	defer func(start time.Time) { s.observe("DeleteCertHash", start, err) }(time.Now())
+	return s.Store.DeleteCertHash(ctx, id, hash)
 }
 
 // RetrieveMigrationCheckins times

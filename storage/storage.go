@@ -24,6 +24,9 @@ var (
 	// ErrCommandExists says a command with that CommandUUID was already
 	// enqueued.
 	ErrCommandExists = errors.New("storage: command UUID already exists")
+	// ErrCertHashInUse says an identity certificate is already associated
+	// with another enrollment, so an Authenticate carrying it is refused.
+	ErrCertHashInUse = errors.New("storage: certificate is associated with another enrollment")
 )
 
 // CheckinStore stores the enrollment life cycle driven by check-in messages.
@@ -33,12 +36,19 @@ type CheckinStore interface {
 	// enrollment, atomically: its bootstrap token is cleared, the pending
 	// queues of its device and user channels are cleared, and those
 	// enrollments are disabled until their next TokenUpdate.
+	//
+	// When r.Context carries a CertAssociation (WithCertAssociation), the
+	// same atomic operation makes it: if another enrollment has the hash
+	// it fails with an error wrapping ErrCertHashInUse and stores nothing;
+	// otherwise the hash becomes the device's one associated certificate
+	// (a re-enrollment retires the earlier ones).
 	StoreAuthenticate(r *mdm.Request, msg *mdm.Authenticate) error
 	// StoreTokenUpdate stores the channel's push token, push magic, topic
 	// and (if present) unlock token, creates or re-enables the enrollment,
 	// and increments its token-update tally (1 on the first TokenUpdate
 	// after the enrollment was created, re-enrolled or checked out, as in
 	// NanoMDM, so webhook consumers can tell a fresh enrollment).
+	// An existing enrollment's type and parent never change.
 	StoreTokenUpdate(r *mdm.Request, msg *mdm.TokenUpdate) error
 	// StoreUserAuthenticate stores a UserAuthenticate message (both the
 	// first and the DigestResponse one).
@@ -182,51 +192,57 @@ type CertAuthStore interface {
 	AssociateCertHash(ctx context.Context, id, hash string, notAfter time.Time) error
 }
 
-// CertAuthAssociator is an optional CertAuthStore extension for backends
-// that can take cert-auth's decision at Authenticate — a hash nobody has
-// is associated with the device, one that is already the device's is
-// accepted, any other is refused — in one storage round trip instead of
-// two (PostgreSQL, in one statement). Callers use it through
-// AssociateNewCertHash.
-type CertAuthAssociator interface {
-	// AssociateNewCertHash associates hash with id (with notAfter) if no
-	// enrollment has it yet, and reports whether id has it now: true when
-	// it was new (and is now id's) or already id's, false (nothing
-	// written) when only other enrollments have it. The outcome is that
-	// of HasCertHash, then IsCertHashAssociated or AssociateCertHash.
-	AssociateNewCertHash(ctx context.Context, id, hash string, notAfter time.Time) (bool, error)
+// CertHashInfo describes one identity certificate associated with a
+// device channel.
+type CertHashInfo struct {
+	// Hash is the lower-case hex SHA-256 of the certificate's DER.
+	Hash string
+	// NotAfter is the certificate's expiry (zero if unknown).
+	NotAfter time.Time
+	// AssociatedAt is when the association was first made.
+	AssociatedAt time.Time
 }
 
-// AssociateNewCertHash is cert-auth's decision at Authenticate (see
-// CertAuthAssociator): through store's AssociateNewCertHash when it
-// implements CertAuthAssociator, else in steps (AssociateNewCertHashInSteps).
-func AssociateNewCertHash(ctx context.Context, store CertAuthStore, id, hash string, notAfter time.Time) (bool, error) {
-	if s, ok := store.(CertAuthAssociator); ok {
-		return s.AssociateNewCertHash(ctx, id, hash, notAfter)
-	}
-	return AssociateNewCertHashInSteps(ctx, store, id, hash, notAfter)
+// CertAuthInspector shows and cuts the identities of a device channel,
+// for an operator (the inspection API).
+type CertAuthInspector interface {
+	// RetrieveCertHashes lists the certificates associated with
+	// device-channel enrollment id, oldest association first (ties by
+	// hash); none (and no error) when it has none.
+	RetrieveCertHashes(ctx context.Context, id string) ([]CertHashInfo, error)
+	// DeleteCertHash removes the association of hash with id, so requests
+	// signed with that certificate are refused; ErrNotFound when hash is
+	// not associated with id.
+	DeleteCertHash(ctx context.Context, id, hash string) error
 }
 
-// AssociateNewCertHashInSteps is AssociateNewCertHash's fallback:
-// HasCertHash, then IsCertHashAssociated (a known hash) or
-// AssociateCertHash (a new one). Store wrappers whose wrapped store has no
-// CertAuthAssociator use it to route the steps through their own methods.
-func AssociateNewCertHashInSteps(ctx context.Context, store CertAuthStore, id, hash string, notAfter time.Time) (bool, error) {
-	known, err := store.HasCertHash(ctx, hash)
-	if err != nil {
-		return false, fmt.Errorf("checking hash: %w", err)
+// CertAssociation is cert-auth's association of an Authenticate's identity
+// certificate with its device channel. Cert-auth hands it to the store
+// through the request's context (WithCertAssociation), and the store makes
+// it as part of the same atomic operation as StoreAuthenticate: the
+// association exists only if the Authenticate was stored, and a refused
+// or failed Authenticate leaves none behind (DESIGN §2, STYLE §9).
+type CertAssociation struct {
+	// Hash is the lower-case hex SHA-256 of the certificate's DER.
+	Hash string
+	// NotAfter is the certificate's expiry.
+	NotAfter time.Time
+}
+
+type certAssociationKey struct{}
+
+// WithCertAssociation returns ctx carrying a, for StoreAuthenticate.
+func WithCertAssociation(ctx context.Context, a CertAssociation) context.Context {
+	return context.WithValue(ctx, certAssociationKey{}, a)
+}
+
+// CertAssociationFrom returns the CertAssociation ctx carries, if any.
+func CertAssociationFrom(ctx context.Context) (CertAssociation, bool) {
+	if ctx == nil {
+		return CertAssociation{}, false
 	}
-	if known {
-		ours, err := store.IsCertHashAssociated(ctx, id, hash)
-		if err != nil {
-			return false, fmt.Errorf("checking association: %w", err)
-		}
-		return ours, nil
-	}
-	if err := store.AssociateCertHash(ctx, id, hash, notAfter); err != nil {
-		return false, fmt.Errorf("associating: %w", err)
-	}
-	return true, nil
+	a, ok := ctx.Value(certAssociationKey{}).(CertAssociation)
+	return a, ok && a.Hash != ""
 }
 
 // MigrationStore reads every enrollment back as the check-in messages that
@@ -250,6 +266,7 @@ type Store interface {
 	PushStore
 	PushCertStore
 	CertAuthStore
+	CertAuthInspector
 	MigrationStore
 	PushTokenStore
 	CertAuthLookup

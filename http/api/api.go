@@ -9,13 +9,10 @@
 package api
 
 import (
-	"errors"
 	"log/slog"
 	"net/http"
-	"strings"
 
 	picohttp "github.com/picomdm/picomdm/http"
-	"github.com/picomdm/picomdm/service"
 )
 
 // IDStatus is the outcome for one enrollment ID. Errors are rendered as
@@ -82,24 +79,6 @@ func (resp *Response) statusCode(ids []string) int {
 		return http.StatusInternalServerError
 	}
 	return http.StatusMultiStatus
-}
-
-// errNoIDs is the 400 for a path naming no enrollment.
-var errNoIDs = service.NewStatusError(http.StatusBadRequest, errors.New("no enrollment IDs in the URL path"))
-
-// enrollmentIDs returns the comma-separated enrollment IDs of the path
-// left after http.StripPrefix, without empty or repeated ones, in order.
-func enrollmentIDs(r *http.Request) []string {
-	var ids []string
-	seen := make(map[string]bool)
-	for _, id := range strings.Split(r.URL.Path, ",") {
-		if id == "" || seen[id] {
-			continue
-		}
-		seen[id] = true
-		ids = append(ids, id)
-	}
-	return ids
 }
 
 func orDefault(logger *slog.Logger) *slog.Logger {

@@ -29,14 +29,24 @@ const (
 	RouteQueuedCommand = "/v1/queue/{id}/{command_uuid}"
 	RouteCommand       = "/v1/commands/{command_uuid}"
 	RouteCommandResult = "/v1/commands/{command_uuid}/results/{id}"
+	RouteCertificates  = "/v1/enrollments/{id}/certificates"
+	RouteCertificate   = "/v1/enrollments/{id}/certificates/{hash}"
 )
+
+// InspectionStore is what the inspection API reads and edits: the
+// enrollments, queues and commands, and the identity certificates
+// cert-auth associated with device channels.
+type InspectionStore interface {
+	storage.InspectionStore
+	storage.CertAuthInspector
+}
 
 // EnrollmentJSON is one enrollment as the inspection API shows it.
 // Timestamps are RFC 3339 (UTC); unknown ones are null.
 type EnrollmentJSON struct {
 	ID                   string  `json:"id"`
 	Type                 string  `json:"type"`
-	ParentID             string  `json:"parent_id,omitempty"`
+	ParentID             *string `json:"parent_id"` // null for a device channel
 	SerialNumber         string  `json:"serial_number,omitempty"`
 	Topic                string  `json:"topic"`
 	Enabled              bool    `json:"enabled"`
@@ -46,6 +56,22 @@ type EnrollmentJSON struct {
 	PushTokenValid       bool    `json:"push_token_valid"`
 	IdentityCertNotAfter *string `json:"identity_cert_not_after"`
 	PendingCommands      int     `json:"pending_commands"`
+}
+
+// CertificateJSON is one identity certificate associated with a device
+// channel: the cert-auth hash (lower-case hex SHA-256 of its DER), its
+// expiry and when it was associated (null if unknown).
+type CertificateJSON struct {
+	Hash         string  `json:"hash"`
+	NotAfter     *string `json:"not_after"`
+	AssociatedAt *string `json:"associated_at"`
+}
+
+// CertificatesResponse is the answer of GET
+// /v1/enrollments/{id}/certificates.
+type CertificatesResponse struct {
+	ID           string            `json:"id"`
+	Certificates []CertificateJSON `json:"certificates"`
 }
 
 // EnrollmentDetailJSON is the answer of GET /v1/enrollments/{id}: the
@@ -119,9 +145,18 @@ type CommandResponse struct {
 //     page of its per-enrollment states; 404 if unknown.
 //   - GET /v1/commands/{command_uuid}/results/{id}: the raw result plist
 //     (application/xml); 404 while pending or if unknown.
+//   - GET /v1/enrollments/{id}/certificates: the identity certificates
+//     cert-auth associated with device channel id, {"id", "certificates":
+//     [{"hash", "not_after", "associated_at"}]}; 404 for an unknown
+//     enrollment, 400 for a user channel (its device's certificate
+//     speaks for it).
+//   - DELETE /v1/enrollments/{id}/certificates/{hash}: cuts that identity,
+//     {"deleted": true}: requests signed with the certificate are refused
+//     from then on, until the device enrolls again; 404 if not
+//     associated, 400 for a malformed hash.
 //
 // A bad filter, limit or cursor gets 400. It panics if store is nil.
-func InspectionRoutes(store storage.InspectionStore, logger *slog.Logger) map[string]http.Handler {
+func InspectionRoutes(store InspectionStore, logger *slog.Logger) map[string]http.Handler {
 	if store == nil {
 		panic("http/api: nil InspectionStore")
 	}
@@ -133,11 +168,13 @@ func InspectionRoutes(store storage.InspectionStore, logger *slog.Logger) map[st
 		RouteQueuedCommand: h.methods(nil, h.cancelCommand),
 		RouteCommand:       h.methods(h.getCommand, nil),
 		RouteCommandResult: h.methods(h.getCommandResult, nil),
+		RouteCertificates:  h.methods(h.getCertificates, nil),
+		RouteCertificate:   h.methods(nil, h.deleteCertificate),
 	}
 }
 
 type inspector struct {
-	store  storage.InspectionStore
+	store  InspectionStore
 	logger *slog.Logger
 }
 
@@ -254,10 +291,15 @@ func timeJSON(t time.Time) *string {
 }
 
 func enrollmentJSON(e *storage.EnrollmentInfo) EnrollmentJSON {
+	var parent *string
+	if e.ParentID != "" {
+		p := e.ParentID
+		parent = &p
+	}
 	return EnrollmentJSON{
 		ID:                   e.ID,
 		Type:                 string(e.Type),
-		ParentID:             e.ParentID,
+		ParentID:             parent,
 		SerialNumber:         e.SerialNumber,
 		Topic:                e.Topic,
 		Enabled:              e.Enabled,
@@ -455,4 +497,77 @@ func (h *inspector) getCommandResult(w http.ResponseWriter, r *http.Request) {
 	if _, err := w.Write(state.Result); err != nil {
 		h.logger.DebugContext(r.Context(), "writing command result", "err", err)
 	}
+}
+
+// errUserChannelCerts is the 400 for certificates asked of a user channel.
+var errUserChannelCerts = badRequest("a user channel has no certificates of its own: ask its device channel")
+
+func (h *inspector) getCertificates(w http.ResponseWriter, r *http.Request) {
+	vals, err := pathValues(r, "id")
+	if err != nil {
+		picohttp.WriteAPIError(w, r, h.logger, err)
+		return
+	}
+	id := vals[0]
+	certs, err := h.store.RetrieveCertHashes(r.Context(), id)
+	if err != nil {
+		picohttp.WriteAPIError(w, r, h.logger, fmt.Errorf("retrieving certificates: %w", err))
+		return
+	}
+	if len(certs) == 0 {
+		// None: say whether the enrollment exists at all. (A device that
+		// authenticated but never sent a TokenUpdate has certificates
+		// but no enrollment yet, so this is asked only when there are
+		// none.)
+		info, err := h.store.RetrieveEnrollment(r.Context(), id)
+		if err == nil && info.Type.IsUserChannel() {
+			err = errUserChannelCerts
+		}
+		if err != nil {
+			picohttp.WriteAPIError(w, r, h.logger, fmt.Errorf("retrieving certificates: %w", err))
+			return
+		}
+	}
+	resp := &CertificatesResponse{ID: id, Certificates: make([]CertificateJSON, 0, len(certs))}
+	for _, c := range certs {
+		resp.Certificates = append(resp.Certificates, CertificateJSON{
+			Hash:         c.Hash,
+			NotAfter:     timeJSON(c.NotAfter),
+			AssociatedAt: timeJSON(c.AssociatedAt),
+		})
+	}
+	picohttp.WriteJSON(w, r, h.logger, http.StatusOK, resp)
+}
+
+// validCertHash reports whether s is a cert-auth hash: 64 lower-case hex
+// digits.
+func validCertHash(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func (h *inspector) deleteCertificate(w http.ResponseWriter, r *http.Request) {
+	vals, err := pathValues(r, "id", "hash")
+	if err != nil {
+		picohttp.WriteAPIError(w, r, h.logger, err)
+		return
+	}
+	id, hash := vals[0], vals[1]
+	if !validCertHash(hash) {
+		picohttp.WriteAPIError(w, r, h.logger, badRequest("certificate hash: want 64 lower-case hex digits (SHA-256 of the DER)"))
+		return
+	}
+	if err := h.store.DeleteCertHash(r.Context(), id, hash); err != nil {
+		picohttp.WriteAPIError(w, r, h.logger, fmt.Errorf("deleting certificate: %w", err))
+		return
+	}
+	h.logger.InfoContext(r.Context(), "identity certificate removed", "enrollment_id", id, "cert_hash", hash)
+	picohttp.WriteJSON(w, r, h.logger, http.StatusOK, map[string]bool{"deleted": true})
 }

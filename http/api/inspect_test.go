@@ -36,6 +36,31 @@ type fakeInspection struct {
 	nextPage  string // next cursor the listings return
 	cancelled []string
 	cleared   []string
+	certs     map[string][]storage.CertHashInfo
+}
+
+func (s *fakeInspection) RetrieveCertHashes(_ context.Context, id string) ([]storage.CertHashInfo, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return nil, s.err
+	}
+	return s.certs[id], nil
+}
+
+func (s *fakeInspection) DeleteCertHash(_ context.Context, id, hash string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return s.err
+	}
+	for i, c := range s.certs[id] {
+		if c.Hash == hash {
+			s.certs[id] = append(s.certs[id][:i], s.certs[id][i+1:]...)
+			return nil
+		}
+	}
+	return storage.ErrNotFound
 }
 
 func (s *fakeInspection) ListEnrollments(_ context.Context, f storage.EnrollmentFilter, p storage.Page) ([]storage.EnrollmentInfo, string, error) {
@@ -192,11 +217,14 @@ func newFakeInspection() *fakeInspection {
 			},
 		},
 		answered: map[string]bool{"DEV-1:USER-1/cmd-1": true},
+		certs: map[string][]storage.CertHashInfo{
+			"DEV-1": {{Hash: certHash, NotAfter: t1, AssociatedAt: t0}},
+		},
 	}
 }
 
 // inspectServer mounts the inspection routes the way cmd/picomdm does.
-func inspectServer(t *testing.T, store storage.InspectionStore) http.Handler {
+func inspectServer(t *testing.T, store api.InspectionStore) http.Handler {
 	t.Helper()
 	authed := picohttp.BasicAuth(apiKey)
 	mux := http.NewServeMux()
@@ -212,6 +240,7 @@ func TestInspectionRoutes(t *testing.T) {
 		"/v1/enrollments", "/v1/enrollments/{id}", "/v1/queue/{id}",
 		"/v1/queue/{id}/{command_uuid}", "/v1/commands/{command_uuid}",
 		"/v1/commands/{command_uuid}/results/{id}",
+		"/v1/enrollments/{id}/certificates", "/v1/enrollments/{id}/certificates/{hash}",
 	}
 	routes := api.InspectionRoutes(newFakeInspection(), nil)
 	if len(routes) != len(want) {
@@ -254,7 +283,7 @@ func TestListEnrollments(t *testing.T) {
 		t.Fatalf("%d enrollments, want 3", len(items))
 	}
 	wantDev := map[string]any{
-		"id": "DEV-1", "type": "Device", "serial_number": "C02XYZ", "topic": "com.apple.mgmt.x",
+		"id": "DEV-1", "type": "Device", "parent_id": nil, "serial_number": "C02XYZ", "topic": "com.apple.mgmt.x",
 		"enabled": true, "token_update_tally": 3.0, "enrolled_at": "2026-01-02T03:04:05Z",
 		"last_seen_at": "2026-01-02T04:34:05Z", "push_token_valid": true,
 		"identity_cert_not_after": "2026-01-02T04:34:05Z", "pending_commands": 2.0,
@@ -615,4 +644,57 @@ func TestInspectionRoutesNilStore(t *testing.T) {
 		}
 	}()
 	api.InspectionRoutes(nil, nil)
+}
+
+// certHash is a cert-auth hash of the fake store's DEV-1.
+var certHash = strings.Repeat("ab", 32)
+
+func TestCertificates(t *testing.T) {
+	store := newFakeInspection()
+	h := inspectServer(t, store)
+
+	rec := do(t, h, http.MethodGet, "/v1/enrollments/DEV-1/certificates", nil, true)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("status %d: %s", rec.Code, rec.Body)
+	}
+	want := `{"id":"DEV-1","certificates":[{"hash":"` + certHash + `","not_after":"2026-01-02T04:34:05Z","associated_at":"2026-01-02T03:04:05Z"}]}`
+	if body := strings.TrimSpace(rec.Body.String()); body != want {
+		t.Errorf("body\n got %s\nwant %s", body, want)
+	}
+	for _, tc := range []struct {
+		method, path string
+		code         int
+	}{
+		{http.MethodGet, "/v1/enrollments/DEV-2/certificates", http.StatusOK}, // known, none
+		{http.MethodGet, "/v1/enrollments/NOPE/certificates", http.StatusNotFound},
+		{http.MethodGet, "/v1/enrollments/DEV-1:USER-1/certificates", http.StatusBadRequest},
+		{http.MethodDelete, "/v1/enrollments/DEV-1/certificates/" + strings.Repeat("cd", 32), http.StatusNotFound},
+		{http.MethodDelete, "/v1/enrollments/DEV-1/certificates/not-a-hash", http.StatusBadRequest},
+		{http.MethodDelete, "/v1/enrollments/DEV-1/certificates/" + strings.ToUpper(certHash), http.StatusBadRequest},
+		{http.MethodPost, "/v1/enrollments/DEV-1/certificates", http.StatusMethodNotAllowed},
+	} {
+		rec := do(t, h, tc.method, tc.path, nil, true)
+		if rec.Code != tc.code {
+			t.Errorf("%s %s: %d, want %d (%s)", tc.method, tc.path, rec.Code, tc.code, rec.Body)
+		}
+		if rec.Code >= 400 {
+			if got := decode(t, rec); got["error"] == nil {
+				t.Errorf("%s %s: no error in %v", tc.method, tc.path, got)
+			}
+		}
+	}
+	if rec := do(t, h, http.MethodDelete, "/v1/enrollments/DEV-1/certificates/"+certHash, nil, false); rec.Code != http.StatusUnauthorized {
+		t.Errorf("DELETE without auth: %d", rec.Code)
+	}
+	rec = do(t, h, http.MethodDelete, "/v1/enrollments/DEV-1/certificates/"+certHash, nil, true)
+	if rec.Code != http.StatusOK || strings.TrimSpace(rec.Body.String()) != `{"deleted":true}` {
+		t.Fatalf("DELETE: %d %s", rec.Code, rec.Body)
+	}
+	if len(store.certs["DEV-1"]) != 0 {
+		t.Errorf("certificate not deleted: %v", store.certs["DEV-1"])
+	}
+	rec = do(t, h, http.MethodGet, "/v1/enrollments/DEV-1/certificates", nil, true)
+	if body := strings.TrimSpace(rec.Body.String()); body != `{"id":"DEV-1","certificates":[]}` {
+		t.Errorf("after delete: %s", body)
+	}
 }

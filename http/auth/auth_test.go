@@ -273,3 +273,28 @@ func TestErrorText(t *testing.T) {
 		t.Fatalf("Error() = %q, want %q", got, want)
 	}
 }
+
+// TestSignatureSigner: the signer SignatureSigner names without the body
+// is the one SignatureCert verifies over it; garbage is refused alike.
+func TestSignatureSigner(t *testing.T) {
+	ca := testpki.NewCA(t, "CA")
+	id := ca.Issue(t, "device")
+	body := []byte("<plist/>")
+	sig := id.Sign(t, body)
+	signer, err := auth.SignatureSigner(sig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verified, err := auth.SignatureCert(sig, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !signer.Equal(verified) || !signer.Equal(id.Cert) {
+		t.Fatal("SignatureSigner names another certificate than SignatureCert")
+	}
+	for _, bad := range []string{"", "not base64!", "bm90IGEgc2lnbmF0dXJl"} {
+		if _, err := auth.SignatureSigner(bad); err == nil {
+			t.Errorf("SignatureSigner(%q): no error", bad)
+		}
+	}
+}

@@ -357,8 +357,15 @@ func parseAttributes(attrs []byte) (sa signedAttributes, ok bool) {
 
 // signerCertificate returns the first certificate of the certificates
 // field with the signer's issuer and serial number, as pkcs7 picks it.
-// Every certificate must parse, as pkcs7 requires.
+// Every certificate must parse, as pkcs7 requires. More than
+// MaxSignatureCertificates are left to the general path, which refuses
+// them, before any is parsed.
 func signerCertificate(si *signerInfo) (*x509.Certificate, bool) {
+	for certs, n := si.certs, 0; len(certs) > 0; n++ {
+		if _, _, ok := expect(&certs, tagSequence); !ok || n == MaxSignatureCertificates {
+			return nil, false
+		}
+	}
 	// A serial number is a positive, minimally encoded INTEGER
 	// (crypto/x509 refuses negative ones).
 	s := si.serial

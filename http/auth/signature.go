@@ -15,8 +15,10 @@ const SignatureHeader = "Mdm-Signature"
 
 // SignatureCert returns the identity certificate that signed body. header is
 // the Mdm-Signature value: base64 of a CMS (PKCS#7) detached signature over
-// the body, with exactly one signer whose certificate it carries. It only
-// checks the signature; chain, key usage and dates are the Verifier's job.
+// the body, with exactly one signer whose certificate it carries, among at
+// most MaxSignatureCertificates (more are refused as ErrMalformed before
+// any is parsed). It only checks the signature; chain, key usage and dates
+// are the Verifier's job.
 func SignatureCert(header string, body []byte) (cert *x509.Certificate, err error) {
 	if header == "" {
 		return nil, fail(ErrNoIdentity, fmt.Errorf("no %s header", SignatureHeader))
@@ -46,6 +48,15 @@ func SignatureCert(header string, body []byte) (cert *x509.Certificate, err erro
 // verifyPKCS7 is SignatureCert's general path: any BER or DER encoding
 // github.com/smallstep/pkcs7 understands.
 func verifyPKCS7(der, body []byte) (*x509.Certificate, error) {
+	// pkcs7 parses every certificate before looking at the signer: count
+	// them first.
+	n, ok := countSignatureCertificates(der, MaxSignatureCertificates)
+	if !ok {
+		return nil, fail(ErrMalformed, errors.New("parsing CMS: not a readable BER structure"))
+	}
+	if n > MaxSignatureCertificates {
+		return nil, fail(ErrMalformed, fmt.Errorf("CMS carries more than %d certificates", MaxSignatureCertificates))
+	}
 	p7, err := pkcs7.Parse(der)
 	if err != nil {
 		return nil, fail(ErrMalformed, fmt.Errorf("parsing CMS: %w", err))
@@ -67,6 +78,53 @@ func verifyPKCS7(der, body []byte) (*x509.Certificate, error) {
 			return nil, fail(ErrExpired, err)
 		}
 		return nil, fail(ErrBadSignature, err)
+	}
+	return signer, nil
+}
+
+// SignatureSigner returns the certificate of the Mdm-Signature's signer
+// without checking the signature, which needs the whole body. It lets a
+// handler verify who claims to sign before it reads a large body (see
+// http.ReadBodyAuthenticated); SignatureCert must still be called over the
+// body. The same limits apply as for SignatureCert.
+func SignatureSigner(header string) (cert *x509.Certificate, err error) {
+	if header == "" {
+		return nil, fail(ErrNoIdentity, fmt.Errorf("no %s header", SignatureHeader))
+	}
+	s := getScratch()
+	defer putScratch(s)
+	der, err := s.decodeBase64(header)
+	if err != nil {
+		return nil, fail(ErrMalformed, fmt.Errorf("decoding %s base64: %w", SignatureHeader, err))
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			cert, err = nil, fail(ErrMalformed, fmt.Errorf("parsing CMS: panic: %v", p))
+		}
+	}()
+	if si, ok := parseSignedData(der); ok {
+		if cert, ok := signerCertificate(&si); ok {
+			return cert, nil
+		}
+	}
+	der = bytes.Clone(der)
+	n, ok := countSignatureCertificates(der, MaxSignatureCertificates)
+	if !ok {
+		return nil, fail(ErrMalformed, errors.New("parsing CMS: not a readable BER structure"))
+	}
+	if n > MaxSignatureCertificates {
+		return nil, fail(ErrMalformed, fmt.Errorf("CMS carries more than %d certificates", MaxSignatureCertificates))
+	}
+	p7, err := pkcs7.Parse(der)
+	if err != nil {
+		return nil, fail(ErrMalformed, fmt.Errorf("parsing CMS: %w", err))
+	}
+	if n := len(p7.Signers); n != 1 {
+		return nil, fail(ErrMalformed, fmt.Errorf("CMS has %d signers, want exactly 1", n))
+	}
+	signer := p7.GetOnlySigner()
+	if signer == nil {
+		return nil, fail(ErrMalformed, errors.New("CMS does not carry its signer's certificate"))
 	}
 	return signer, nil
 }

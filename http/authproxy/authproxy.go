@@ -8,7 +8,13 @@
 // The handler sits behind httpmdm.CertMiddleware, which verifies the
 // identity certificate (400 when it is missing or invalid) and puts it in
 // the request context; this package maps the certificate to its enrollment
-// through the cert-auth association.
+// through the cert-auth association, and serves only enabled enrollments.
+//
+// The upstream trusts the proxy, so the proxy forwards nothing that could
+// make a request mean more upstream than the device may ask for: paths
+// with dot segments or encoded slashes, which an upstream may resolve
+// outside the target's path, are refused, and the device's credentials
+// (Authorization, Proxy-Authorization, Cookie) are not passed on.
 package authproxy
 
 import (
@@ -25,6 +31,7 @@ import (
 
 	picohttp "github.com/picomdm/picomdm/http"
 	"github.com/picomdm/picomdm/http/auth"
+	"github.com/picomdm/picomdm/http/observe"
 	"github.com/picomdm/picomdm/service"
 	"github.com/picomdm/picomdm/storage"
 )
@@ -50,6 +57,29 @@ type EnrollmentResolver interface {
 
 var _ EnrollmentResolver = storage.CertAuthLookup(nil)
 
+// EnrollmentRetriever reads an enrollment, to know whether it is enabled;
+// storage.InspectionStore (implemented by every backend) is one.
+type EnrollmentRetriever interface {
+	// RetrieveEnrollment returns enrollment id, or an error wrapping
+	// storage.ErrNotFound.
+	RetrieveEnrollment(ctx context.Context, id string) (*storage.EnrollmentInfo, error)
+}
+
+var _ EnrollmentRetriever = storage.InspectionStore(nil)
+
+// Store is what the proxy reads from storage: the enrollment a
+// certificate belongs to, and whether that enrollment is enabled.
+type Store interface {
+	EnrollmentResolver
+	EnrollmentRetriever
+}
+
+// deviceCredentials are the request headers never passed upstream: the
+// upstream authenticates the device by X-Enrollment-ID alone, and must
+// not receive credentials the device (or whoever holds its certificate)
+// adds, which it might honour on the proxy's trusted connection.
+var deviceCredentials = []string{"Authorization", "Proxy-Authorization", "Cookie"}
+
 // Option configures the proxy.
 type Option func(*proxy)
 
@@ -73,7 +103,7 @@ func WithPathPrefix(prefix string) Option {
 
 type proxy struct {
 	target    *url.URL
-	resolver  EnrollmentResolver
+	store     Store
 	logger    *slog.Logger
 	transport http.RoundTripper
 	prefix    string
@@ -87,27 +117,41 @@ type forward struct {
 	enrollmentID, traceID string
 }
 
-// errNoEnrollment is the 403 for a verified certificate that belongs to no
-// enrollment (one that never completed Authenticate, or was enrolled
-// elsewhere).
-var errNoEnrollment = errors.New("identity certificate is associated with no enrollment")
+// Refusals, besides the identity errors CertMiddleware answers.
+var (
+	// errNoEnrollment is the 403 for a verified certificate that belongs
+	// to no enrollment (one that never completed Authenticate, or was
+	// enrolled elsewhere).
+	errNoEnrollment = errors.New("identity certificate is associated with no enrollment")
+	// errDisabled is the 403 for a certificate whose enrollment is
+	// disabled (checked out, or re-enrolling and not yet through its
+	// TokenUpdate).
+	errDisabled = errors.New("enrollment is disabled")
+	// errUnsafePath is the 400 for a path an upstream might resolve
+	// outside the target's path.
+	errUnsafePath = errors.New("path has a dot segment or an encoded slash")
+)
 
 // New returns the auth proxy to target. Each request's verified identity
-// certificate (auth.FromContext) is mapped to its enrollment ID by
-// resolver; the request, its path stripped of the prefix and joined to
-// target's path, goes to target with EnrollmentIDHeader and a random
-// TraceIDHeader. A request without a certificate in its context gets 400
-// (CertMiddleware is missing in front), a certificate with no enrollment
-// 403, a resolver failure 500, and an upstream that cannot be reached 502.
-// It panics on a nil target or resolver.
-func New(target *url.URL, resolver EnrollmentResolver, opts ...Option) http.Handler {
+// certificate (auth.FromContext) is mapped to its enrollment ID by store;
+// the request, its path stripped of the prefix and joined to target's
+// path, goes to target with EnrollmentIDHeader and a random TraceIDHeader,
+// without the device's credential headers (Authorization,
+// Proxy-Authorization, Cookie). A path with a dot segment ("." or "..",
+// however percent-encoded, also before a ";" parameter as in "..;") or an
+// encoded slash or backslash ("%2F", "%5C") gets 400; a request without
+// a certificate in its context 400 (CertMiddleware is missing in front);
+// a certificate with no enrollment, or whose enrollment is disabled, 403;
+// a storage failure 500; an upstream that cannot be reached 502. It panics
+// on a nil target or store.
+func New(target *url.URL, store Store, opts ...Option) http.Handler {
 	if target == nil {
 		panic("authproxy: nil target URL")
 	}
-	if resolver == nil {
-		panic("authproxy: nil EnrollmentResolver")
+	if store == nil {
+		panic("authproxy: nil Store")
 	}
-	p := &proxy{target: target, resolver: resolver, prefix: DefaultPathPrefix}
+	p := &proxy{target: target, store: store, prefix: DefaultPathPrefix}
 	for _, opt := range opts {
 		opt(p)
 	}
@@ -122,20 +166,22 @@ func New(target *url.URL, resolver EnrollmentResolver, opts ...Option) http.Hand
 	return p
 }
 
-// ServeHTTP resolves the caller's enrollment and forwards the request.
+// ServeHTTP checks the path, resolves the caller's enrollment and
+// forwards the request.
 func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if err := checkPath(r); err != nil {
+		picohttp.WriteDeviceError(w, r, p.logger, service.NewStatusError(http.StatusBadRequest, err))
+		return
+	}
 	cert, ok := auth.FromContext(r.Context())
 	if !ok {
 		picohttp.WriteDeviceError(w, r, p.logger, &auth.Error{Kind: auth.ErrNoIdentity,
 			Err: errors.New("authproxy: no verified certificate in the request context")})
 		return
 	}
-	hash := auth.CertHash(cert)
-	id, err := p.resolver.EnrollmentFromCertHash(r.Context(), hash)
-	if errors.Is(err, storage.ErrNotFound) {
-		err = service.NewStatusError(http.StatusForbidden, fmt.Errorf("authproxy: cert hash %s: %w", hash, errNoEnrollment))
-	} else if err != nil {
-		err = fmt.Errorf("authproxy: resolving cert hash %s: %w", hash, err)
+	id, err := p.enrollment(r.Context(), auth.CertHash(cert))
+	if id != "" {
+		r = r.WithContext(observe.WithEnrollmentID(r.Context(), id))
 	}
 	if err != nil {
 		picohttp.WriteDeviceError(w, r, p.logger, err)
@@ -143,8 +189,71 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	fw := &forward{enrollmentID: id, traceID: newTraceID()}
 	p.logger.DebugContext(r.Context(), "auth proxy request",
-		"enrollment_id", id, "trace_id", fw.traceID, "method", r.Method, "path", r.URL.Path)
+		"trace_id", fw.traceID, "method", r.Method, "path", r.URL.Path)
 	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), forwardKey{}, fw)))
+}
+
+// enrollment returns the enabled enrollment the certificate hash belongs
+// to; the ID also comes with an error about that enrollment, for the log.
+func (p *proxy) enrollment(ctx context.Context, hash string) (string, error) {
+	id, err := p.store.EnrollmentFromCertHash(ctx, hash)
+	if errors.Is(err, storage.ErrNotFound) {
+		return "", service.NewStatusError(http.StatusForbidden, fmt.Errorf("authproxy: cert hash %s: %w", hash, errNoEnrollment))
+	}
+	if err != nil {
+		return "", fmt.Errorf("authproxy: resolving cert hash %s: %w", hash, err)
+	}
+	info, err := p.store.RetrieveEnrollment(ctx, id)
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		// Associated, but the enrollment is gone (or never got its
+		// TokenUpdate): as good as disabled.
+		return id, service.NewStatusError(http.StatusForbidden, fmt.Errorf("authproxy: %w", errDisabled))
+	case err != nil:
+		return id, fmt.Errorf("authproxy: retrieving enrollment: %w", err)
+	case !info.Enabled:
+		return id, service.NewStatusError(http.StatusForbidden, fmt.Errorf("authproxy: %w", errDisabled))
+	}
+	return id, nil
+}
+
+// checkPath refuses a request path an upstream might resolve outside the
+// target's path: one with a dot segment ("." or ".."), in any
+// percent-encoding ("%2e%2E") and also before a ";" path parameter ("..;"
+// means ".." to some servers); one with an encoded slash or backslash
+// ("%2F", "%5C"), or a backslash, which some servers take for a
+// separator; or one whose segments, decoded once, still hold an encoded
+// dot, slash or backslash (for servers that decode twice). Go's ServeMux
+// already redirects plain dot segments away before the proxy sees them;
+// the check does not depend on it. Both the path as it will be forwarded
+// (the URL's escaped path) and the request target the client sent are
+// checked.
+func checkPath(r *http.Request) error {
+	if err := checkSegments(r.URL.EscapedPath()); err != nil {
+		return err
+	}
+	if target := r.RequestURI; strings.HasPrefix(target, "/") {
+		target, _, _ = strings.Cut(target, "?")
+		return checkSegments(target)
+	}
+	return nil
+}
+
+// checkSegments checks every segment of an escaped path for checkPath.
+func checkSegments(escaped string) error {
+	for seg := range strings.SplitSeq(escaped, "/") {
+		decoded, err := url.PathUnescape(seg)
+		if err != nil {
+			return fmt.Errorf("authproxy: %w: %v", errUnsafePath, err)
+		}
+		name, _, _ := strings.Cut(decoded, ";")
+		lower := strings.ToLower(decoded)
+		if name == "." || name == ".." || strings.ContainsAny(decoded, `/\`) ||
+			strings.Contains(lower, "%2e") || strings.Contains(lower, "%2f") || strings.Contains(lower, "%5c") {
+			return fmt.Errorf("authproxy: %w: segment %q", errUnsafePath, seg)
+		}
+	}
+	return nil
 }
 
 // rewrite builds the upstream request.
@@ -158,9 +267,13 @@ func (p *proxy) rewrite(pr *httputil.ProxyRequest) {
 	}
 	pr.SetURL(p.target)
 	pr.SetXForwarded()
-	// Never trust identity headers the device sent.
+	// Never trust identity headers the device sent, nor pass on its
+	// credentials.
 	pr.Out.Header.Del(EnrollmentIDHeader)
 	pr.Out.Header.Del(TraceIDHeader)
+	for _, h := range deviceCredentials {
+		pr.Out.Header.Del(h)
+	}
 	if fw, ok := pr.In.Context().Value(forwardKey{}).(*forward); ok {
 		pr.Out.Header.Set(EnrollmentIDHeader, fw.enrollmentID)
 		pr.Out.Header.Set(TraceIDHeader, fw.traceID)

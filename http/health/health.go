@@ -71,10 +71,17 @@ var errDraining = errors.New("shutting down")
 // errTimeout is what Ready reports when the pinger outlasts its timeout.
 var errTimeout = errors.New("storage did not answer in time")
 
+// errUnavailable is what Ready reports when the pinger fails. The probe
+// is unauthenticated, so the failure itself (a DSN's host, a database
+// user, a file path) goes to the log only.
+var errUnavailable = errors.New("storage unavailable")
+
 // Ready returns the /readyz handler: it calls ping with a timeout and
 // answers 200 {"status":"ready"} if it succeeds, else 503
 // {"status":"unavailable","error":"..."} (also while WithDraining's func
-// reports true). A nil ping panics; use
+// reports true). The error is one of a few fixed texts ("storage
+// unavailable", "storage did not answer in time", "shutting down"); the
+// pinger's own error is logged, never answered. A nil ping panics; use
 // StorePinger for a store that may not be pingable.
 func Ready(ping Pinger, opts ...Option) http.Handler {
 	if ping == nil {
@@ -93,12 +100,13 @@ func Ready(ping Pinger, opts ...Option) http.Handler {
 		ctx, cancel := context.WithTimeout(r.Context(), cfg.timeout)
 		defer cancel()
 		err := ping(ctx)
-		if err != nil && ctx.Err() != nil && r.Context().Err() == nil {
-			err = errTimeout
-		}
 		if err != nil {
-			logger.WarnContext(r.Context(), "readiness check failed", "err", err)
-			write(w, http.StatusServiceUnavailable, &Status{Status: "unavailable", Error: err.Error()})
+			answer := errUnavailable
+			if ctx.Err() != nil && r.Context().Err() == nil {
+				answer = errTimeout
+			}
+			logger.WarnContext(r.Context(), "readiness check failed", "answer", answer.Error(), "err", err)
+			write(w, http.StatusServiceUnavailable, &Status{Status: "unavailable", Error: answer.Error()})
 			return
 		}
 		write(w, http.StatusOK, &Status{Status: "ready"})

@@ -1,11 +1,14 @@
 package health
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 )
@@ -35,8 +38,33 @@ func TestReady(t *testing.T) {
 		t.Errorf("up: got %d %+v, want 200 ready", code, s)
 	}
 	down = errors.New("connection refused")
-	if code, s := get(t, h); code != http.StatusServiceUnavailable || s.Status != "unavailable" || s.Error != "connection refused" {
+	if code, s := get(t, h); code != http.StatusServiceUnavailable || s.Status != "unavailable" || s.Error != "storage unavailable" {
 		t.Errorf("down: got %d %+v, want 503 unavailable", code, s)
+	}
+}
+
+// TestReadyHidesStorageError: the storage error (which can name hosts,
+// users and paths) is logged, and not in the unauthenticated answer.
+func TestReadyHidesStorageError(t *testing.T) {
+	const secret = `dial tcp db-primary.internal:5432: password authentication failed for user "picomdm"`
+	var logs bytes.Buffer
+	h := Ready(func(context.Context) error { return errors.New(secret) },
+		WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Fatalf("status %d, want 503", rec.Code)
+	}
+	for _, leak := range []string{"db-primary", "5432", "password", "picomdm"} {
+		if strings.Contains(rec.Body.String(), leak) {
+			t.Errorf("answer %q contains %q", rec.Body, leak)
+		}
+	}
+	if !strings.Contains(rec.Body.String(), `"storage unavailable"`) {
+		t.Errorf("answer %q, want the generic error", rec.Body)
+	}
+	if !strings.Contains(logs.String(), "db-primary.internal:5432: password authentication failed") {
+		t.Errorf("log %q lacks the storage error", logs.String())
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 
 	picohttp "github.com/picomdm/picomdm/http"
 	"github.com/picomdm/picomdm/http/auth"
+	"github.com/picomdm/picomdm/http/observe"
 	"github.com/picomdm/picomdm/mdm"
 	"github.com/picomdm/picomdm/service"
 )
@@ -98,6 +99,27 @@ func (c *config) identity(r *http.Request, body []byte) (*x509.Certificate, erro
 	return cert, nil
 }
 
+// readBody reads r's body; one larger than picohttp.PreAuthBodySize only
+// once the identity the headers claim has passed the verifier (the
+// signature itself needs the whole body and is checked by identity).
+func (c *config) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	return picohttp.ReadBodyAuthenticated(w, r, c.maxBody, func() error {
+		var (
+			cert *x509.Certificate
+			err  error
+		)
+		if c.certHeader != "" {
+			cert, err = auth.HeaderCert(r.Header.Get(c.certHeader))
+		} else {
+			cert, err = auth.SignatureSigner(r.Header.Get(auth.SignatureHeader))
+		}
+		if err != nil {
+			return err
+		}
+		return c.verifier.Verify(cert)
+	})
+}
+
 // dispatchFunc hands a request body to the service chain and returns the
 // bytes to answer with.
 type dispatchFunc func(req *mdm.Request, r *http.Request, body []byte) ([]byte, error)
@@ -112,11 +134,20 @@ func newHandler(dispatch dispatchFunc, opts []Option) *handler {
 }
 
 // ServeHTTP answers 200 with the service chain's bytes (an empty body when
-// there are none, e.g. an empty queue), or a bare error status.
+// there are none, e.g. an empty queue), or a bare error status. Once the
+// enrollment is resolved, every line logged for the request names it
+// (enrollment_id), the failure line and Trace's closing line included.
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	resp, err := h.serve(w, r)
+	resp, req, err := h.serve(w, r)
+	ctx := r.Context()
+	if req != nil && req.EnrollID != nil {
+		// The dispatch added the enrollment (and command UUID) to the
+		// request's log attributes once it resolved them.
+		ctx = req.Context
+		observe.NoteEnrollmentID(r.Context(), req.ID)
+	}
 	if err != nil {
-		picohttp.WriteDeviceError(w, r, h.logger, err)
+		picohttp.WriteDeviceError(w, r.WithContext(ctx), h.logger, err)
 		return
 	}
 	if len(resp) == 0 {
@@ -126,22 +157,27 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", contentType(resp))
 	w.WriteHeader(http.StatusOK)
 	if _, err := w.Write(resp); err != nil {
-		h.logger.DebugContext(r.Context(), "writing mdm response", "err", err)
+		h.logger.DebugContext(ctx, "writing mdm response", "err", err)
 	}
 }
 
-func (h *handler) serve(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	body, err := picohttp.ReadBody(w, r, h.maxBody)
+// serve reads and authenticates the request and hands it to the service
+// chain. The mdm.Request it returns (nil when the request failed before
+// one was built) carries what the dispatch resolved: the enrollment ID and
+// the log attributes naming it.
+func (h *handler) serve(w http.ResponseWriter, r *http.Request) ([]byte, *mdm.Request, error) {
+	body, err := h.readBody(w, r)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	cert, err := h.identity(r, body)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	req := mdm.NewRequest(auth.NewContext(r.Context(), cert), cert)
 	req.Params = picohttp.URLParams(r)
-	return h.dispatch(req, r, body)
+	resp, err := h.dispatch(req, r, body)
+	return resp, req, err
 }
 
 // isCheckin reports whether r is a check-in request by its Content-Type
@@ -201,7 +237,7 @@ func CommandHandler(svc service.CommandAndReportResults, opts ...Option) http.Ha
 func CertMiddleware(next http.Handler, opts ...Option) http.Handler {
 	c := newConfig(opts)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, err := picohttp.ReadBody(w, r, c.maxBody)
+		body, err := c.readBody(w, r)
 		if err != nil {
 			picohttp.WriteDeviceError(w, r, c.logger, err)
 			return

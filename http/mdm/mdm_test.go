@@ -434,3 +434,57 @@ func TestCertMiddleware(t *testing.T) {
 		t.Fatalf("foreign certificate: status %d, next called %v", rec.Code, gotCert != nil)
 	}
 }
+
+// countingReader is a body that counts the bytes read from it.
+type countingReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += n
+	return n, err
+}
+
+// TestLargeBodyNeedsIdentityFirst: a body larger than
+// picohttp.PreAuthBodySize is read only once the identity the headers
+// claim is valid, so a client without one cannot make the server buffer
+// it (issue #12); a valid device's large body is read and served.
+func TestLargeBodyNeedsIdentityFirst(t *testing.T) {
+	p := newPKI(t)
+	svc := &fakeService{}
+	h := httpmdm.CheckinAndCommandHandler(svc, httpmdm.WithVerifier(p.verifier), httpmdm.WithMaxBodySize(4<<20), quiet)
+	padding := strings.Repeat("A", 2<<20)
+	large := plist(`<key>UDID</key><string>` + udid + `</string><key>Status</key><string>Idle</string><key>Pad</key><string>` + padding + `</string>`)
+	for _, tc := range []struct {
+		name      string
+		signature string
+		status    int
+		readAll   bool
+	}{
+		{"valid device", p.device.Sign(t, large), http.StatusOK, true},
+		{"another CA", p.foreign.Sign(t, large), http.StatusBadRequest, false},
+		{"expired", p.expired.Sign(t, large), http.StatusBadRequest, false},
+		{"garbage", "bm90IGEgc2lnbmF0dXJl", http.StatusBadRequest, false},
+		{"none", "", http.StatusBadRequest, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := &countingReader{r: bytes.NewReader(large)}
+			req := put("/mdm", nil, "", tc.signature)
+			req.Body = io.NopCloser(body)
+			req.ContentLength = int64(len(large))
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != tc.status {
+				t.Fatalf("status %d, want %d", rec.Code, tc.status)
+			}
+			if tc.readAll && body.n != len(large) {
+				t.Fatalf("read %d of %d bytes", body.n, len(large))
+			}
+			if !tc.readAll && body.n != 0 {
+				t.Fatalf("read %d bytes of a body whose sender has no valid identity", body.n)
+			}
+		})
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"log/slog"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	pmlog "github.com/picomdm/picomdm/log"
@@ -40,6 +41,15 @@ const maxTraceIDLen = 64
 
 type traceKey struct{}
 
+// requestInfo is what Trace keeps in a request's context: its trace ID, and
+// the enrollment the request turned out to be for, which the handler notes
+// (NoteEnrollmentID) once it has resolved it so that Trace's closing line
+// names it too.
+type requestInfo struct {
+	traceID      string
+	enrollmentID atomic.Pointer[string]
+}
+
 // Trace returns middleware-wrapped next: every request gets a trace ID, the
 // incoming X-Trace-ID if it is sane (1–64 characters of letters, digits,
 // '-', '_' or '.'), else 16 random bytes in hex. The ID is sent back in the
@@ -58,33 +68,58 @@ func Trace(next http.Handler, logger *slog.Logger) http.Handler {
 			id = newTraceID()
 		}
 		w.Header().Set(traceHeaderKey, id)
-		ctx := context.WithValue(r.Context(), traceKey{}, id)
+		info := &requestInfo{traceID: id}
+		ctx := context.WithValue(r.Context(), traceKey{}, info)
 		ctx = pmlog.With(ctx, slog.String(TraceIDKey, id))
 		r = r.WithContext(ctx)
 		sw := &statusWriter{ResponseWriter: w}
 		next.ServeHTTP(sw, r)
-		pmlog.Or(logger).LogAttrs(ctx, slog.LevelDebug, "http request",
+		log := pmlog.Or(logger)
+		if !log.Enabled(ctx, slog.LevelDebug) {
+			return
+		}
+		attrs := []slog.Attr{
 			slog.String("method", r.Method),
 			slog.String("path", r.URL.Path),
 			slog.Int("status", sw.statusOr200()),
-			slog.Duration("duration", time.Since(start)))
+			slog.Duration("duration", time.Since(start)),
+		}
+		if enrollmentID := info.enrollmentID.Load(); enrollmentID != nil {
+			attrs = append(attrs, slog.String(EnrollmentIDKey, *enrollmentID))
+		}
+		log.LogAttrs(ctx, slog.LevelDebug, "http request", attrs...)
 	})
 }
 
 // TraceID returns the trace ID Trace gave ctx's request, or "" outside one.
 func TraceID(ctx context.Context) string {
-	id, _ := ctx.Value(traceKey{}).(string)
-	return id
+	if info, ok := ctx.Value(traceKey{}).(*requestInfo); ok {
+		return info.traceID
+	}
+	return ""
+}
+
+// NoteEnrollmentID records id as the enrollment the request Trace serves
+// in ctx is for, so that Trace's closing "http request" line names it. It
+// does nothing outside Trace or for an empty id. Handlers call it once the
+// enrollment is resolved; the lines they log themselves get the ID from
+// their context's attributes (WithEnrollmentID).
+func NoteEnrollmentID(ctx context.Context, id string) {
+	if info, ok := ctx.Value(traceKey{}).(*requestInfo); ok && id != "" {
+		info.enrollmentID.Store(&id)
+	}
 }
 
 // WithEnrollmentID returns ctx with enrollment_id=id added to its log
-// attributes; an empty id leaves ctx as it is. The service dispatch calls
-// it once it has resolved the enrollment, so later lines name the device.
-// The ID goes into logs only, never into metric labels (it is unbounded).
+// attributes, and notes it for Trace's closing line (NoteEnrollmentID);
+// an empty id leaves ctx as it is. Call it once the enrollment is
+// resolved, so later lines name the device. The ID goes into logs only,
+// never into metric labels (it is unbounded).
 func WithEnrollmentID(ctx context.Context, id string) context.Context {
 	if id == "" {
 		return ctx
 	}
+	NoteEnrollmentID(ctx, id)
 	return pmlog.With(ctx, slog.String(EnrollmentIDKey, id))
 }
 

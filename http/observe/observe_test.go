@@ -72,8 +72,35 @@ func TestTrace(t *testing.T) {
 			if lines[1]["status"] != float64(http.StatusTeapot) {
 				t.Errorf("access line status = %v, want 418", lines[1]["status"])
 			}
+			if lines[1][EnrollmentIDKey] != "ENROLL-1" {
+				t.Errorf("access line lacks the enrollment the handler resolved: %v", lines[1])
+			}
 		})
 	}
+}
+
+// TestAccessLineWithoutEnrollment: a request whose enrollment was never
+// resolved (no body, a bad one) logs no enrollment_id rather than a
+// wrong one; NoteEnrollmentID outside Trace is harmless.
+func TestAccessLineWithoutEnrollment(t *testing.T) {
+	var buf bytes.Buffer
+	logger, err := pmlog.New(&buf, "json", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := Trace(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		NoteEnrollmentID(r.Context(), "") // nothing resolved
+		w.WriteHeader(http.StatusBadRequest)
+	}), logger)
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodPut, "/mdm", nil))
+	lines := decodeLines(t, &buf)
+	if len(lines) != 1 {
+		t.Fatalf("got %d log lines, want 1: %v", len(lines), lines)
+	}
+	if _, ok := lines[0][EnrollmentIDKey]; ok {
+		t.Errorf("access line names an enrollment that was never resolved: %v", lines[0])
+	}
+	NoteEnrollmentID(t.Context(), "ENROLL-1")
 }
 
 func TestWithEmptyValues(t *testing.T) {

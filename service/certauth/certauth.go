@@ -67,128 +67,131 @@ func New(next service.CheckinAndCommandService, store storage.CertAuthStore, opt
 	return c
 }
 
-// associateNew runs at Authenticate: a hash already associated with another
-// enrollment is refused; otherwise it is associated with this device. A
-// store that implements storage.CertAuthAssociator decides in one round
-// trip; any other in two.
-func (c *CertAuth) associateNew(r *mdm.Request) error {
+// Authenticate implements service.Checkin. The certificate's association
+// is not made here but handed to storage in the request's context
+// (storage.WithCertAssociation), which makes it in the same atomic
+// operation as StoreAuthenticate: an Authenticate that the rest of the
+// chain refuses, or that storage fails to store, leaves no association,
+// and one whose certificate another enrollment has is refused by storage
+// with nothing written (DESIGN §2). A successful one retires the device's
+// earlier certificates.
+func (c *CertAuth) Authenticate(r *mdm.Request, msg *mdm.Authenticate) error {
 	if r.Certificate == nil {
+		c.logger.WarnContext(r.Context, "cert-auth refused: Authenticate has no identity certificate", "enrollment_id", r.ID)
 		return ErrNoCertificate
 	}
-	ctx, id, hash := r.Context, r.DeviceID(), HashCert(r.Certificate)
-	ours, err := storage.AssociateNewCertHash(ctx, c.store, id, hash, r.Certificate.NotAfter)
-	if err != nil {
-		return fmt.Errorf("certauth: %w", err)
+	hash := HashCert(r.Certificate)
+	assoc := storage.CertAssociation{Hash: hash, NotAfter: r.Certificate.NotAfter}
+	err := c.next.Authenticate(r.Clone(storage.WithCertAssociation(r.Context, assoc)), msg)
+	if errors.Is(err, storage.ErrCertHashInUse) {
+		c.logger.WarnContext(r.Context, "cert-auth refused: certificate in use by another enrollment", "enrollment_id", r.ID, "cert_hash", hash)
+		return fmt.Errorf("%w: %w", ErrHashInUse, err)
 	}
-	if !ours {
-		c.logger.WarnContext(ctx, "cert-auth refused: certificate in use by another enrollment", "enrollment_id", id, "cert_hash", hash)
-		return ErrHashInUse
-	}
-	return nil
+	return err
 }
 
-// validate runs for every message after Authenticate.
-func (c *CertAuth) validate(r *mdm.Request) error {
+// validate runs for every message after Authenticate. With -retro, an
+// enrollment that has no association yet may create one with a hash
+// nobody has: validate then returns a function that makes it, to be
+// called only once the rest of the chain succeeded (a refused request
+// leaves nothing behind).
+func (c *CertAuth) validate(r *mdm.Request) (associate func() error, err error) {
 	if r.Certificate == nil {
-		return ErrNoCertificate
+		c.logger.WarnContext(r.Context, "cert-auth refused: request has no identity certificate", "enrollment_id", r.ID)
+		return nil, ErrNoCertificate
 	}
 	ctx, id, hash := r.Context, r.DeviceID(), HashCert(r.Certificate)
 	ok, err := c.store.IsCertHashAssociated(ctx, id, hash)
 	if err != nil {
-		return fmt.Errorf("certauth: checking association: %w", err)
+		return nil, fmt.Errorf("certauth: checking association: %w", err)
 	}
 	if ok {
-		return nil
+		return nil, nil
 	}
 	if c.retro {
 		has, err := c.store.EnrollmentHasCertHash(ctx, id)
 		if err != nil {
-			return fmt.Errorf("certauth: checking enrollment: %w", err)
+			return nil, fmt.Errorf("certauth: checking enrollment: %w", err)
 		}
 		known, err := c.store.HasCertHash(ctx, hash)
 		if err != nil {
-			return fmt.Errorf("certauth: checking hash: %w", err)
+			return nil, fmt.Errorf("certauth: checking hash: %w", err)
 		}
 		if !has && !known {
-			if err := c.store.AssociateCertHash(ctx, id, hash, r.Certificate.NotAfter); err != nil {
-				return fmt.Errorf("certauth: associating retroactively: %w", err)
-			}
-			c.logger.InfoContext(ctx, "cert-auth: retroactive association", "enrollment_id", id, "cert_hash", hash)
-			return nil
+			notAfter := r.Certificate.NotAfter
+			return func() error {
+				if err := c.store.AssociateCertHash(ctx, id, hash, notAfter); err != nil {
+					return fmt.Errorf("certauth: associating retroactively: %w", err)
+				}
+				c.logger.InfoContext(ctx, "cert-auth: retroactive association", "enrollment_id", id, "cert_hash", hash)
+				return nil
+			}, nil
 		}
 	}
-	c.logger.WarnContext(ctx, "cert-auth refused: certificate not associated with enrollment", "enrollment_id", id, "cert_hash", hash)
-	return ErrNotAssociated
+	c.logger.WarnContext(ctx, "cert-auth refused: certificate not associated with enrollment", "enrollment_id", r.ID, "cert_hash", hash)
+	return nil, ErrNotAssociated
 }
 
-// Authenticate implements service.Checkin.
-func (c *CertAuth) Authenticate(r *mdm.Request, msg *mdm.Authenticate) error {
-	if err := c.associateNew(r); err != nil {
-		return err
+// guard runs call after validate, and a retroactive association only
+// after call succeeded.
+func guard[T any](c *CertAuth, r *mdm.Request, call func() (T, error)) (T, error) {
+	var zero T
+	associate, err := c.validate(r)
+	if err != nil {
+		return zero, err
 	}
-	return c.next.Authenticate(r, msg)
+	out, err := call()
+	if err != nil || associate == nil {
+		return out, err
+	}
+	if err := associate(); err != nil {
+		return zero, err
+	}
+	return out, nil
+}
+
+// guardErr is guard for methods that return only an error.
+func guardErr(c *CertAuth, r *mdm.Request, call func() error) error {
+	_, err := guard(c, r, func() (struct{}, error) { return struct{}{}, call() })
+	return err
 }
 
 // TokenUpdate implements service.Checkin.
 func (c *CertAuth) TokenUpdate(r *mdm.Request, msg *mdm.TokenUpdate) error {
-	if err := c.validate(r); err != nil {
-		return err
-	}
-	return c.next.TokenUpdate(r, msg)
+	return guardErr(c, r, func() error { return c.next.TokenUpdate(r, msg) })
 }
 
 // CheckOut implements service.Checkin.
 func (c *CertAuth) CheckOut(r *mdm.Request, msg *mdm.CheckOut) error {
-	if err := c.validate(r); err != nil {
-		return err
-	}
-	return c.next.CheckOut(r, msg)
+	return guardErr(c, r, func() error { return c.next.CheckOut(r, msg) })
 }
 
 // UserAuthenticate implements service.Checkin.
 func (c *CertAuth) UserAuthenticate(r *mdm.Request, msg *mdm.UserAuthenticate) ([]byte, error) {
-	if err := c.validate(r); err != nil {
-		return nil, err
-	}
-	return c.next.UserAuthenticate(r, msg)
+	return guard(c, r, func() ([]byte, error) { return c.next.UserAuthenticate(r, msg) })
 }
 
 // SetBootstrapToken implements service.Checkin.
 func (c *CertAuth) SetBootstrapToken(r *mdm.Request, msg *mdm.SetBootstrapToken) error {
-	if err := c.validate(r); err != nil {
-		return err
-	}
-	return c.next.SetBootstrapToken(r, msg)
+	return guardErr(c, r, func() error { return c.next.SetBootstrapToken(r, msg) })
 }
 
 // GetBootstrapToken implements service.Checkin.
 func (c *CertAuth) GetBootstrapToken(r *mdm.Request, msg *mdm.GetBootstrapToken) (*mdm.BootstrapToken, error) {
-	if err := c.validate(r); err != nil {
-		return nil, err
-	}
-	return c.next.GetBootstrapToken(r, msg)
+	return guard(c, r, func() (*mdm.BootstrapToken, error) { return c.next.GetBootstrapToken(r, msg) })
 }
 
 // DeclarativeManagement implements service.Checkin.
 func (c *CertAuth) DeclarativeManagement(r *mdm.Request, msg *mdm.DeclarativeManagement) ([]byte, error) {
-	if err := c.validate(r); err != nil {
-		return nil, err
-	}
-	return c.next.DeclarativeManagement(r, msg)
+	return guard(c, r, func() ([]byte, error) { return c.next.DeclarativeManagement(r, msg) })
 }
 
 // GetToken implements service.Checkin.
 func (c *CertAuth) GetToken(r *mdm.Request, msg *mdm.GetToken) (*mdm.GetTokenResponse, error) {
-	if err := c.validate(r); err != nil {
-		return nil, err
-	}
-	return c.next.GetToken(r, msg)
+	return guard(c, r, func() (*mdm.GetTokenResponse, error) { return c.next.GetToken(r, msg) })
 }
 
 // CommandAndReportResults implements service.CommandAndReportResults.
 func (c *CertAuth) CommandAndReportResults(r *mdm.Request, results *mdm.CommandResults) (*mdm.Command, error) {
-	if err := c.validate(r); err != nil {
-		return nil, err
-	}
-	return c.next.CommandAndReportResults(r, results)
+	return guard(c, r, func() (*mdm.Command, error) { return c.next.CommandAndReportResults(r, results) })
 }

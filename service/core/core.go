@@ -53,8 +53,9 @@ type Option func(*Service)
 func WithLogger(logger *slog.Logger) Option { return func(s *Service) { s.logger = logger } }
 
 // WithUserAuthenticateZeroLengthDigestChallenge answers the first
-// UserAuthenticate with an empty DigestChallenge and accepts the second
-// (the -ua-zl-dc flag), instead of declining with a 410.
+// UserAuthenticate (no DigestResponse) with an empty DigestChallenge (the
+// -ua-zl-dc flag) instead of declining it with a 410. The second one, with
+// a DigestResponse, is accepted either way.
 func WithUserAuthenticateZeroLengthDigestChallenge() Option {
 	return func(s *Service) { s.userAuthZeroLengthChallenge = true }
 }
@@ -113,12 +114,14 @@ func (s *Service) CheckOut(r *mdm.Request, msg *mdm.CheckOut) error {
 // channel for a network user.
 var userAuthDecline = service.NewStatusError(http.StatusGone, errors.New("user channel declined (UserAuthenticate)"))
 
-// UserAuthenticate declines with a 410 unless the zero-length digest
-// challenge flow is on: then the first message gets an empty
-// DigestChallenge and the second (with a DigestResponse) an empty 200. Both
-// are stored.
+// UserAuthenticate answers Apple's UserAuthenticate check-in. The second
+// message of the exchange, the one carrying a DigestResponse, is stored
+// and answered with an empty 200 whatever the configuration, as NanoMDM
+// does. The first one (no DigestResponse) is declined with a 410 unless
+// the zero-length digest challenge flow is on: then it is stored and
+// answered with an empty DigestChallenge.
 func (s *Service) UserAuthenticate(r *mdm.Request, msg *mdm.UserAuthenticate) ([]byte, error) {
-	if !s.userAuthZeroLengthChallenge {
+	if msg.DigestResponse == "" && !s.userAuthZeroLengthChallenge {
 		return nil, userAuthDecline
 	}
 	if err := s.store.StoreUserAuthenticate(r, msg); err != nil {

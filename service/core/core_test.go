@@ -1,37 +1,77 @@
 package core
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net/http"
 	"testing"
 
+	"github.com/micromdm/plist"
+
 	"github.com/picomdm/picomdm/mdm"
 	"github.com/picomdm/picomdm/service"
+	"github.com/picomdm/picomdm/storage"
 	"github.com/picomdm/picomdm/storage/inmem"
 	"github.com/picomdm/picomdm/storage/storagetest"
 )
 
+// userAuthStore records the UserAuthenticate messages stored.
+type userAuthStore struct {
+	storage.Store
+	stored []string // DigestResponse of each message stored
+}
+
+func (s *userAuthStore) StoreUserAuthenticate(r *mdm.Request, msg *mdm.UserAuthenticate) error {
+	s.stored = append(s.stored, msg.DigestResponse)
+	return s.Store.StoreUserAuthenticate(r, msg)
+}
+
+// TestUserAuthenticate: with a DigestResponse the message is stored and
+// answered with an empty 200 with or without -ua-zl-dc (as NanoMDM);
+// without one it is declined with a 410 (nothing stored) by default, and
+// stored and answered with an empty DigestChallenge with -ua-zl-dc.
 func TestUserAuthenticate(t *testing.T) {
-	dev := storagetest.NewDevice()
-	user := dev.NewUser()
-	r := user.Request()
-
-	declining := New(inmem.New())
-	_, err := declining.UserAuthenticate(r, user.UserAuthenticate(""))
-	var se *service.StatusError
-	if !errors.As(err, &se) || se.Status != http.StatusGone {
-		t.Fatalf("default UserAuthenticate: got %v, want a 410 StatusError", err)
+	emptyChallenge, err := plist.Marshal(struct{ DigestChallenge string }{""})
+	if err != nil {
+		t.Fatal(err)
 	}
-
-	zl := New(inmem.New(), WithUserAuthenticateZeroLengthDigestChallenge())
-	out, err := zl.UserAuthenticate(r, user.UserAuthenticate(""))
-	if err != nil || string(out) == "" {
-		t.Fatalf("first UserAuthenticate: %q %v", out, err)
-	}
-	out, err = zl.UserAuthenticate(r, user.UserAuthenticate("response"))
-	if err != nil || out != nil {
-		t.Fatalf("second UserAuthenticate: %q %v, want empty 200", out, err)
+	for _, tc := range []struct {
+		name           string
+		zlDC           bool
+		digestResponse string
+		wantStatus     int // 0: success
+		wantBody       []byte
+		wantStored     bool
+	}{
+		{"first message, default", false, "", http.StatusGone, nil, false},
+		{"second message, default", false, "response", 0, nil, true},
+		{"first message, -ua-zl-dc", true, "", 0, emptyChallenge, true},
+		{"second message, -ua-zl-dc", true, "response", 0, nil, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			store := &userAuthStore{Store: inmem.New()}
+			var opts []Option
+			if tc.zlDC {
+				opts = append(opts, WithUserAuthenticateZeroLengthDigestChallenge())
+			}
+			user := storagetest.NewDevice().NewUser()
+			out, err := New(store, opts...).UserAuthenticate(user.Request(), user.UserAuthenticate(tc.digestResponse))
+			if tc.wantStatus != 0 {
+				var se *service.StatusError
+				if !errors.As(err, &se) || se.Status != tc.wantStatus {
+					t.Fatalf("got %q, %v; want a %d StatusError", out, err, tc.wantStatus)
+				}
+			} else if err != nil {
+				t.Fatalf("got %v, want success", err)
+			}
+			if !bytes.Equal(out, tc.wantBody) {
+				t.Errorf("answer %q, want %q", out, tc.wantBody)
+			}
+			if stored := len(store.stored) == 1 && store.stored[0] == tc.digestResponse; stored != tc.wantStored || len(store.stored) > 1 {
+				t.Errorf("stored %q, want stored=%v", store.stored, tc.wantStored)
+			}
+		})
 	}
 }
 

@@ -1,12 +1,16 @@
 // Package multi is the service-chain link that fans a request out to
 // several services: the first one's answer goes to the device; the others
 // (webhook, …) run afterwards, off the device's request, each with a
-// timeout, and their errors are only logged.
+// timeout, and their errors are only logged. A request the first service
+// refuses or fails goes no further: the others only ever hear of requests
+// that succeeded, so a refused Authenticate emits no webhook event.
 package multi
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"net/http"
 	"sync"
 	"time"
 
@@ -18,7 +22,7 @@ import (
 // DefaultTimeout bounds how long each other service may run per request.
 const DefaultTimeout = 30 * time.Second
 
-// Multi calls the first service and then, in the background, the others.
+// Multi calls the first service and then, when it succeeded, the others.
 type Multi struct {
 	first   service.CheckinAndCommandService
 	others  []service.CheckinAndCommandService
@@ -63,11 +67,12 @@ type Queuer interface {
 	QueuesOnly() bool
 }
 
-// runOthers runs call against every other service: queuers right away,
-// the rest in the background, with a context detached from the device's
+// runOthers runs call against every other service, unless firstErr says
+// the first service refused or failed the request: queuers right away, the
+// rest in the background, with a context detached from the device's
 // request (which ends when we answer) but bounded by the timeout.
-func (m *Multi) runOthers(r *mdm.Request, what string, call func(service.CheckinAndCommandService, *mdm.Request) error) {
-	if len(m.others) == 0 {
+func (m *Multi) runOthers(r *mdm.Request, firstErr error, what string, call func(service.CheckinAndCommandService, *mdm.Request) error) {
+	if firstErr != nil || len(m.others) == 0 {
 		return
 	}
 	base := context.WithoutCancel(r.Context)
@@ -93,7 +98,7 @@ func (m *Multi) runOthers(r *mdm.Request, what string, call func(service.Checkin
 // Authenticate implements service.Checkin.
 func (m *Multi) Authenticate(r *mdm.Request, msg *mdm.Authenticate) error {
 	err := m.first.Authenticate(r, msg)
-	m.runOthers(r, msg.MessageType.MessageType, func(s service.CheckinAndCommandService, r *mdm.Request) error {
+	m.runOthers(r, err, msg.MessageType.MessageType, func(s service.CheckinAndCommandService, r *mdm.Request) error {
 		return s.Authenticate(r, msg)
 	})
 	return err
@@ -102,7 +107,7 @@ func (m *Multi) Authenticate(r *mdm.Request, msg *mdm.Authenticate) error {
 // TokenUpdate implements service.Checkin.
 func (m *Multi) TokenUpdate(r *mdm.Request, msg *mdm.TokenUpdate) error {
 	err := m.first.TokenUpdate(r, msg)
-	m.runOthers(r, msg.MessageType.MessageType, func(s service.CheckinAndCommandService, r *mdm.Request) error {
+	m.runOthers(r, err, msg.MessageType.MessageType, func(s service.CheckinAndCommandService, r *mdm.Request) error {
 		return s.TokenUpdate(r, msg)
 	})
 	return err
@@ -111,16 +116,27 @@ func (m *Multi) TokenUpdate(r *mdm.Request, msg *mdm.TokenUpdate) error {
 // CheckOut implements service.Checkin.
 func (m *Multi) CheckOut(r *mdm.Request, msg *mdm.CheckOut) error {
 	err := m.first.CheckOut(r, msg)
-	m.runOthers(r, msg.MessageType.MessageType, func(s service.CheckinAndCommandService, r *mdm.Request) error {
+	m.runOthers(r, err, msg.MessageType.MessageType, func(s service.CheckinAndCommandService, r *mdm.Request) error {
 		return s.CheckOut(r, msg)
 	})
+	return err
+}
+
+// refusal is err unless it is the 410 with which the first service
+// declines a user channel (UserAuthenticate): that is the protocol's
+// answer to an authenticated request, not a refusal, and the others hear
+// of it as NanoMDM's webhook does.
+func refusal(err error) error {
+	if se, ok := errors.AsType[*service.StatusError](err); ok && se.Status == http.StatusGone {
+		return nil
+	}
 	return err
 }
 
 // UserAuthenticate implements service.Checkin.
 func (m *Multi) UserAuthenticate(r *mdm.Request, msg *mdm.UserAuthenticate) ([]byte, error) {
 	out, err := m.first.UserAuthenticate(r, msg)
-	m.runOthers(r, msg.MessageType.MessageType, func(s service.CheckinAndCommandService, r *mdm.Request) error {
+	m.runOthers(r, refusal(err), msg.MessageType.MessageType, func(s service.CheckinAndCommandService, r *mdm.Request) error {
 		_, err := s.UserAuthenticate(r, msg)
 		return err
 	})
@@ -130,7 +146,7 @@ func (m *Multi) UserAuthenticate(r *mdm.Request, msg *mdm.UserAuthenticate) ([]b
 // SetBootstrapToken implements service.Checkin.
 func (m *Multi) SetBootstrapToken(r *mdm.Request, msg *mdm.SetBootstrapToken) error {
 	err := m.first.SetBootstrapToken(r, msg)
-	m.runOthers(r, msg.MessageType.MessageType, func(s service.CheckinAndCommandService, r *mdm.Request) error {
+	m.runOthers(r, err, msg.MessageType.MessageType, func(s service.CheckinAndCommandService, r *mdm.Request) error {
 		return s.SetBootstrapToken(r, msg)
 	})
 	return err
@@ -139,7 +155,7 @@ func (m *Multi) SetBootstrapToken(r *mdm.Request, msg *mdm.SetBootstrapToken) er
 // GetBootstrapToken implements service.Checkin.
 func (m *Multi) GetBootstrapToken(r *mdm.Request, msg *mdm.GetBootstrapToken) (*mdm.BootstrapToken, error) {
 	tok, err := m.first.GetBootstrapToken(r, msg)
-	m.runOthers(r, msg.MessageType.MessageType, func(s service.CheckinAndCommandService, r *mdm.Request) error {
+	m.runOthers(r, err, msg.MessageType.MessageType, func(s service.CheckinAndCommandService, r *mdm.Request) error {
 		_, err := s.GetBootstrapToken(r, msg)
 		return err
 	})
@@ -149,7 +165,7 @@ func (m *Multi) GetBootstrapToken(r *mdm.Request, msg *mdm.GetBootstrapToken) (*
 // DeclarativeManagement implements service.Checkin.
 func (m *Multi) DeclarativeManagement(r *mdm.Request, msg *mdm.DeclarativeManagement) ([]byte, error) {
 	out, err := m.first.DeclarativeManagement(r, msg)
-	m.runOthers(r, msg.MessageType.MessageType, func(s service.CheckinAndCommandService, r *mdm.Request) error {
+	m.runOthers(r, err, msg.MessageType.MessageType, func(s service.CheckinAndCommandService, r *mdm.Request) error {
 		_, err := s.DeclarativeManagement(r, msg)
 		return err
 	})
@@ -159,7 +175,7 @@ func (m *Multi) DeclarativeManagement(r *mdm.Request, msg *mdm.DeclarativeManage
 // GetToken implements service.Checkin.
 func (m *Multi) GetToken(r *mdm.Request, msg *mdm.GetToken) (*mdm.GetTokenResponse, error) {
 	tok, err := m.first.GetToken(r, msg)
-	m.runOthers(r, msg.MessageType.MessageType, func(s service.CheckinAndCommandService, r *mdm.Request) error {
+	m.runOthers(r, err, msg.MessageType.MessageType, func(s service.CheckinAndCommandService, r *mdm.Request) error {
 		_, err := s.GetToken(r, msg)
 		return err
 	})
@@ -169,7 +185,7 @@ func (m *Multi) GetToken(r *mdm.Request, msg *mdm.GetToken) (*mdm.GetTokenRespon
 // CommandAndReportResults implements service.CommandAndReportResults.
 func (m *Multi) CommandAndReportResults(r *mdm.Request, results *mdm.CommandResults) (*mdm.Command, error) {
 	cmd, err := m.first.CommandAndReportResults(r, results)
-	m.runOthers(r, "report "+results.Status, func(s service.CheckinAndCommandService, r *mdm.Request) error {
+	m.runOthers(r, err, "report "+results.Status, func(s service.CheckinAndCommandService, r *mdm.Request) error {
 		_, err := s.CommandAndReportResults(r, results)
 		return err
 	})

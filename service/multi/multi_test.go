@@ -5,11 +5,13 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/picomdm/picomdm/mdm"
+	"github.com/picomdm/picomdm/service"
 	"github.com/picomdm/picomdm/test/servicetest"
 )
 
@@ -58,17 +60,47 @@ func TestFirstAnswersOthersRunAfter(t *testing.T) {
 	}
 }
 
-func TestOthersRunEvenWhenFirstFails(t *testing.T) {
-	first := &servicetest.Recorder{Err: errors.New("declined")}
-	other := &servicetest.Recorder{}
+// callEvery calls every method of m once with r.
+func callEvery(m *Multi, r *mdm.Request) []error {
+	_, uaErr := m.UserAuthenticate(r, &mdm.UserAuthenticate{})
+	_, gbtErr := m.GetBootstrapToken(r, &mdm.GetBootstrapToken{})
+	_, dmErr := m.DeclarativeManagement(r, &mdm.DeclarativeManagement{})
+	_, gtErr := m.GetToken(r, &mdm.GetToken{})
+	_, reportErr := m.CommandAndReportResults(r, &mdm.CommandResults{Status: "Idle"})
+	return []error{
+		m.Authenticate(r, &mdm.Authenticate{}),
+		m.TokenUpdate(r, &mdm.TokenUpdate{}),
+		m.CheckOut(r, &mdm.CheckOut{}),
+		uaErr,
+		m.SetBootstrapToken(r, &mdm.SetBootstrapToken{}),
+		gbtErr, dmErr, gtErr, reportErr,
+	}
+}
+
+// TestOthersSkippedWhenFirstFails: a request the first service refuses
+// (a declined UserAuthenticate, a failed store, an unconfigured DDM) never
+// reaches the others, neither the inline queuers nor the background ones:
+// no webhook event for a refused request.
+func TestOthersSkippedWhenFirstFails(t *testing.T) {
+	declined := errors.New("declined")
+	first := &servicetest.Recorder{Err: declined}
+	background, inline := &servicetest.Recorder{}, &queuer{}
 	m := New(first, nil)
-	m.others = append(m.others, other)
-	if _, err := m.UserAuthenticate(idleRequest(context.Background()), &mdm.UserAuthenticate{}); err == nil {
-		t.Fatal("first service's error must reach the device")
+	m.others = append(m.others, background, inline)
+	for i, err := range callEvery(m, idleRequest(context.Background())) {
+		if !errors.Is(err, declined) {
+			t.Errorf("call %d: %v, want the first service's error", i, err)
+		}
 	}
 	m.Wait()
-	if calls := other.Calls(); len(calls) != 1 {
-		t.Fatalf("other service calls = %v, want the event delivered once", calls)
+	if n := len(first.Calls()); n != 9 {
+		t.Fatalf("first got %d calls, want 9", n)
+	}
+	if calls := background.Calls(); len(calls) != 0 {
+		t.Errorf("background service called for refused requests: %v", calls)
+	}
+	if calls := inline.Calls(); len(calls) != 0 {
+		t.Errorf("queuer called for refused requests: %v", calls)
 	}
 }
 
@@ -76,16 +108,11 @@ func TestEveryMethodFansOut(t *testing.T) {
 	first, a, b := &servicetest.Recorder{}, &servicetest.Recorder{}, &servicetest.Recorder{}
 	m := New(first, nil, WithTimeout(time.Second))
 	m.others = append(m.others, a, b)
-	r := idleRequest(context.Background())
-	m.Authenticate(r, &mdm.Authenticate{})
-	m.TokenUpdate(r, &mdm.TokenUpdate{})
-	m.CheckOut(r, &mdm.CheckOut{})
-	m.UserAuthenticate(r, &mdm.UserAuthenticate{})
-	m.SetBootstrapToken(r, &mdm.SetBootstrapToken{})
-	m.GetBootstrapToken(r, &mdm.GetBootstrapToken{})
-	m.DeclarativeManagement(r, &mdm.DeclarativeManagement{})
-	m.GetToken(r, &mdm.GetToken{})
-	m.CommandAndReportResults(r, &mdm.CommandResults{Status: "Idle"})
+	for i, err := range callEvery(m, idleRequest(context.Background())) {
+		if err != nil {
+			t.Errorf("call %d: %v", i, err)
+		}
+	}
 	m.Wait()
 	if n := len(first.Calls()); n != 9 {
 		t.Fatalf("first got %d calls, want 9", n)
@@ -132,5 +159,33 @@ func TestQueuersRunInline(t *testing.T) {
 	// No Wait: inline calls are done when the method returns.
 	if calls := q.Calls(); len(calls) != 2 || calls[0] != "Authenticate" || calls[1] != "TokenUpdate" {
 		t.Fatalf("queuer calls = %v, want both, in order", calls)
+	}
+}
+
+// TestDeclinedUserAuthenticateReachesOthers: a 410 declining a user
+// channel is the protocol's answer to an authenticated request, so the
+// webhook hears of it (as NanoMDM's does); any other error is a refusal.
+func TestDeclinedUserAuthenticateReachesOthers(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want int
+	}{
+		{"declined", service.NewStatusError(http.StatusGone, errors.New("declined")), 1},
+		{"refused", service.NewStatusError(http.StatusInternalServerError, errors.New("refused")), 0},
+		{"failed", errors.New("storage down"), 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			first, other := &servicetest.Recorder{Err: tc.err}, &servicetest.Recorder{}
+			m := New(first, nil)
+			m.others = append(m.others, other)
+			if _, err := m.UserAuthenticate(idleRequest(context.Background()), &mdm.UserAuthenticate{}); !errors.Is(err, tc.err) {
+				t.Fatalf("UserAuthenticate: %v, want the first service's error", err)
+			}
+			m.Wait()
+			if n := len(other.Calls()); n != tc.want {
+				t.Fatalf("other service called %d times, want %d", n, tc.want)
+			}
+		})
 	}
 }

@@ -22,6 +22,10 @@ type job struct {
 	signature    string
 }
 
+// size is what j counts against the queue's byte bound: its encoded
+// event, which is nearly all the memory it holds.
+func (j *job) size() int64 { return int64(len(j.body)) }
+
 // shard is one worker's FIFO of jobs. A slice rather than a channel so the
 // queue bound is shared by all shards without preallocating it per shard.
 type shard struct {
@@ -87,8 +91,7 @@ func (w *Webhook) work(s *shard) {
 	defer w.workerWG.Done()
 	for {
 		if j, ok := s.pop(); ok {
-			w.queued.Add(-1)
-			w.deliver(j)
+			w.handle(j)
 			continue
 		}
 		select {
@@ -96,14 +99,22 @@ func (w *Webhook) work(s *shard) {
 			// Close holds off new pushes before closing the channel, so
 			// an empty shard now stays empty.
 			if j, ok := s.pop(); ok {
-				w.queued.Add(-1)
-				w.deliver(j)
+				w.handle(j)
 				continue
 			}
 			return
 		case <-s.wake:
 		}
 	}
+}
+
+// handle delivers a job taken off a shard; its bytes count against the
+// bound until it is delivered or given up, retries included, since that is
+// how long it is held in memory.
+func (w *Webhook) handle(j *job) {
+	w.taken()
+	w.deliver(j)
+	w.release(j)
 }
 
 // deliver sends j, retrying failures with exponential backoff and jitter
@@ -202,15 +213,23 @@ type Stats struct {
 	// QueueLen is how many events wait for delivery now (not counting the
 	// ones being sent).
 	QueueLen int
+	// QueueBytes is how many bytes the events waiting for delivery and
+	// the ones being sent hold (their encoded JSON); it never exceeds the
+	// WithQueueBytes bound.
+	QueueBytes int64
 }
 
 // Stats returns the current delivery counters.
 func (w *Webhook) Stats() Stats {
+	w.account.Lock()
+	queued, held := w.queued, w.held
+	w.account.Unlock()
 	return Stats{
-		Delivered: w.delivered.Load(),
-		Retries:   w.retries.Load(),
-		Dropped:   w.dropped.Load(),
-		QueueLen:  int(w.queued.Load()),
+		Delivered:  w.delivered.Load(),
+		Retries:    w.retries.Load(),
+		Dropped:    w.dropped.Load(),
+		QueueLen:   queued,
+		QueueBytes: held,
 	}
 }
 

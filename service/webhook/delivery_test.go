@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -93,12 +94,15 @@ func TestTallyErrorOmitsTally(t *testing.T) {
 }
 
 // TestReceiverDown takes the receiver away while several devices report,
-// brings it back, and checks every event arrives, in order per enrollment.
+// waits until the outage has made the webhook retry, brings the receiver
+// back, and checks every event arrives exactly once, in order per
+// enrollment.
 func TestReceiverDown(t *testing.T) {
 	for _, mode := range []string{"503", "listener closed"} {
 		t.Run(mode, func(t *testing.T) {
 			rc := newReceiver(t)
-			w := newTestWebhook(t, rc.URL(), nil, WithWorkers(3), WithBackoff(2*time.Millisecond, 30*time.Millisecond))
+			tries, client := newAttempts(t)
+			w := newTestWebhook(t, rc.URL(), nil, WithWorkers(3), WithClient(client), WithBackoff(2*time.Millisecond, 30*time.Millisecond))
 			if mode == "503" {
 				rc.fail.Store(true)
 			} else {
@@ -114,7 +118,9 @@ func TestReceiverDown(t *testing.T) {
 					}
 				}
 			}
-			time.Sleep(300 * time.Millisecond) // the outage
+			// The outage lasts until some event has failed twice: the
+			// webhook has retried, not merely tried once.
+			waitFor(t, "an event retried during the outage", func() bool { return tries.mostFailed() >= 2 })
 			if mode == "503" {
 				rc.fail.Store(false)
 			} else {
@@ -122,13 +128,13 @@ func TestReceiverDown(t *testing.T) {
 			}
 			total := perDevice * (devices + 3)
 			waitFor(t, "every event delivered", func() bool { return w.Stats().Delivered == uint64(total) })
-			got := rc.deliveries()
 			seen := map[string]bool{}
 			last := map[string]string{}
-			for _, d := range got {
+			retried := 0
+			for _, d := range rc.deliveries() {
 				ev := d.event(t)
 				if seen[ev.EventID] {
-					continue // at least once: a duplicate is allowed, a gap is not
+					t.Errorf("event %s arrived twice", ev.EventID)
 				}
 				seen[ev.EventID] = true
 				a := ev.AcknowledgeEvent
@@ -136,13 +142,167 @@ func TestReceiverDown(t *testing.T) {
 					t.Errorf("%s: %s delivered after %s", a.IDs.ID, a.CommandUUID, last[a.IDs.ID])
 				}
 				last[a.IDs.ID] = a.CommandUUID
+				if all, failed := tries.of(ev.EventID); all != failed+1 {
+					t.Errorf("event %s: %d attempts with %d failures, want exactly one that succeeded", ev.EventID, all, failed)
+				} else if all > 1 {
+					retried++
+				}
 			}
 			if len(seen) != total {
 				t.Fatalf("%d distinct events arrived, want %d", len(seen), total)
 			}
+			if retried == 0 {
+				t.Error("no delivered event was ever retried")
+			}
 			st := w.Stats()
-			if st.Retries == 0 || st.Dropped != 0 || st.QueueLen != 0 {
+			if st.Retries == 0 || st.Dropped != 0 || st.QueueLen != 0 || st.QueueBytes != 0 {
 				t.Errorf("stats %+v: want retries, nothing dropped, empty queue", st)
+			}
+		})
+	}
+}
+
+// TestRetriedUntilAccepted: a receiver that refuses the first attempts
+// gets the event again until it accepts it, and then only once.
+func TestRetriedUntilAccepted(t *testing.T) {
+	const refusals = 3
+	rc := newReceiver(t)
+	rc.failNext.Store(refusals)
+	tries, client := newAttempts(t)
+	w := newTestWebhook(t, rc.URL(), nil, WithClient(client))
+	send(t, w, nil, report(deviceUDID, "Idle", ""))
+	waitFor(t, "the event delivered", func() bool { return w.Stats().Delivered == 1 })
+	got := rc.deliveries()
+	if len(got) != 1 {
+		t.Fatalf("%d deliveries, want 1", len(got))
+	}
+	all, failed := tries.of(got[0].event(t).EventID)
+	if all != refusals+1 || failed != refusals || rc.attempts.Load() != refusals+1 {
+		t.Fatalf("%d attempts (%d failed, %d reached the receiver), want %d with %d refused", all, failed, rc.attempts.Load(), refusals+1, refusals)
+	}
+	if st := w.Stats(); st.Retries != refusals || st.Dropped != 0 {
+		t.Fatalf("stats %+v, want %d retries and nothing dropped", st, refusals)
+	}
+}
+
+// TestQueueBytesBound: with the receiver down, events beyond the byte
+// bound are dropped and counted, never blocking the caller, and the bytes
+// held never pass the bound; once the receiver is back the admitted
+// events arrive.
+func TestQueueBytesBound(t *testing.T) {
+	const bound = 64 << 10
+	rc := newReceiver(t)
+	rc.fail.Store(true)
+	var logs syncBuffer
+	w := newTestWebhook(t, rc.URL(), nil, WithQueueBytes(bound), WithWorkers(1), WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+
+	// A watcher samples the bytes held while events pour in.
+	stop := make(chan struct{})
+	peak := make(chan int64, 1)
+	go func() {
+		var most int64
+		for {
+			most = max(most, w.Stats().QueueBytes)
+			select {
+			case <-stop:
+				peak <- max(most, w.Stats().QueueBytes)
+				return
+			default:
+				runtime.Gosched()
+			}
+		}
+	}()
+
+	// One event larger than the whole bound never fits.
+	huge := report(deviceUDID, "Acknowledged", "HUGE")
+	huge["Blob"] = bytes.Repeat([]byte{'h'}, bound)
+	send(t, w, nil, huge)
+	if st := w.Stats(); st.Dropped != 1 || st.QueueBytes != 0 {
+		t.Fatalf("after an event larger than the bound: %+v, want it dropped", st)
+	}
+
+	// 10 KiB reports, 40 of them: about 400 KiB, six times the bound.
+	const sent = 40
+	start := time.Now()
+	for i := range sent {
+		msg := report(deviceUDID, "Acknowledged", fmt.Sprintf("C-%03d", i))
+		msg["Blob"] = bytes.Repeat([]byte{'x'}, 10<<10)
+		send(t, w, nil, msg)
+		if held := w.Stats().QueueBytes; held > bound {
+			t.Fatalf("after event %d the queue holds %d bytes, over its bound of %d", i, held, bound)
+		}
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Error("a full queue blocked the caller")
+	}
+	close(stop)
+	if most := <-peak; most > bound {
+		t.Fatalf("the queue held %d bytes at its peak, over its bound of %d", most, bound)
+	}
+	st := w.Stats()
+	dropped := int(st.Dropped) - 1 // the huge one
+	admitted := sent - dropped
+	if dropped == 0 || admitted == 0 || st.Delivered != 0 {
+		t.Fatalf("stats %+v: want some events admitted, the rest dropped, none delivered yet", st)
+	}
+	if event := int64(10<<10) * 4 / 3; st.QueueBytes+event <= bound {
+		t.Errorf("only %d of %d bytes held, yet events were dropped", st.QueueBytes, bound)
+	}
+	if !strings.Contains(logs.String(), "queue full") {
+		t.Errorf("drops not logged: %s", logs.String())
+	}
+
+	rc.fail.Store(false)
+	waitFor(t, "the admitted events delivered", func() bool { return w.Stats().Delivered == uint64(admitted) })
+	got := rc.deliveries()
+	if len(got) != admitted {
+		t.Fatalf("%d events arrived, want the %d admitted", len(got), admitted)
+	}
+	for i, d := range got {
+		if uuid, want := d.event(t).AcknowledgeEvent.CommandUUID, fmt.Sprintf("C-%03d", i); uuid != want {
+			t.Errorf("event %d is %s, want %s (the first ones, in order)", i, uuid, want)
+		}
+	}
+	if st := w.Stats(); st.QueueBytes != 0 || st.QueueLen != 0 {
+		t.Fatalf("stats %+v after delivery, want an empty queue", st)
+	}
+}
+
+// TestRefusedRequestEmitsNoEvent runs the webhook behind multi after the
+// core service: a request the core refuses produces no event. A successful
+// request of the same device follows each refused one; its events are
+// delivered in order by one worker, so once its event has arrived, an
+// event of the refused request would have arrived before it.
+func TestRefusedRequestEmitsNoEvent(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		msg  map[string]any
+	}{
+		{"Authenticate on a user channel", map[string]any{"MessageType": "Authenticate", "UDID": deviceUDID, "UserID": "U", "Topic": "t"}},
+		{"DeclarativeManagement not configured", map[string]any{"MessageType": "DeclarativeManagement", "UDID": deviceUDID, "Endpoint": "tokens"}},
+		{"GetToken without a handler", map[string]any{"MessageType": "GetToken", "UDID": deviceUDID, "TokenServiceType": "com.example"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rc := newReceiver(t)
+			store := inmem.New()
+			w := newTestWebhook(t, rc.URL(), store)
+			m := multi.New(core.New(store), []service.CheckinAndCommandService{w})
+			if _, err := dispatch(m, nil, encode(t, tc.msg), tc.msg); err == nil {
+				t.Fatal("the core service accepted the request")
+			}
+			m.Wait()
+			send(t, m, nil, map[string]any{"MessageType": "Authenticate", "UDID": deviceUDID, "Topic": "t", "SerialNumber": "S1"})
+			m.Wait()
+			got := rc.waitDeliveries(t, 1)
+			if len(got) != 1 || got[0].event(t).Topic != TopicAuthenticate {
+				var topics []string
+				for _, d := range got {
+					topics = append(topics, d.event(t).Topic)
+				}
+				t.Fatalf("events %v, want only the successful Authenticate's", topics)
+			}
+			if st := w.Stats(); st.Delivered != 1 || st.QueueLen != 0 {
+				t.Fatalf("stats %+v, want one event, nothing queued", st)
 			}
 		})
 	}

@@ -48,6 +48,7 @@ type receiver struct {
 	got      []delivery
 	attempts atomic.Int64
 	fail     atomic.Bool  // answer 503
+	failNext atomic.Int64 // this many next requests answer 503
 	hang     atomic.Int64 // this many next requests hang until cancelled
 	block    chan struct{}
 }
@@ -120,7 +121,7 @@ func (rc *receiver) handle(w http.ResponseWriter, r *http.Request) {
 		<-r.Context().Done() // until the client's timeout
 		return
 	}
-	if rc.fail.Load() {
+	if rc.fail.Load() || rc.failNext.Add(-1) >= 0 {
 		http.Error(w, "down for maintenance", http.StatusServiceUnavailable)
 		return
 	}
@@ -134,6 +135,64 @@ func (rc *receiver) deliveries() []delivery {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	return append([]delivery(nil), rc.got...)
+}
+
+// attempts is an http.RoundTripper that counts every delivery attempt per
+// event_id and the failed ones (a transport error or a non-2xx answer), so
+// a test can wait for retries to happen, whether the receiver answers 503
+// or is not listening at all.
+type attempts struct {
+	next http.RoundTripper
+	mu   sync.Mutex
+	per  map[string]int // attempts per event_id
+	fail map[string]int // failed attempts per event_id
+}
+
+// newAttempts returns a counting client over a transport of its own,
+// closed when the test ends.
+func newAttempts(t *testing.T) (*attempts, *http.Client) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	t.Cleanup(tr.CloseIdleConnections)
+	a := &attempts{next: tr, per: map[string]int{}, fail: map[string]int{}}
+	return a, &http.Client{Transport: a}
+}
+
+func (a *attempts) RoundTrip(req *http.Request) (*http.Response, error) {
+	var ev struct {
+		EventID string `json:"event_id"`
+	}
+	if req.GetBody != nil {
+		if body, err := req.GetBody(); err == nil {
+			json.NewDecoder(body).Decode(&ev)
+			body.Close()
+		}
+	}
+	resp, err := a.next.RoundTrip(req)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.per[ev.EventID]++
+	if err != nil || resp.StatusCode < 200 || resp.StatusCode > 299 {
+		a.fail[ev.EventID]++
+	}
+	return resp, err
+}
+
+// of returns how many attempts, and how many failed ones, event id had.
+func (a *attempts) of(id string) (all, failed int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.per[id], a.fail[id]
+}
+
+// mostFailed returns the largest number of failed attempts of one event.
+func (a *attempts) mostFailed() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := 0
+	for _, f := range a.fail {
+		n = max(n, f)
+	}
+	return n
 }
 
 // waitFor polls cond until it holds or the deadline passes.
@@ -212,15 +271,7 @@ func encode(t *testing.T, msg map[string]any) []byte {
 func send(t *testing.T, svc service.CheckinAndCommandService, params map[string]string, msg map[string]any) []byte {
 	t.Helper()
 	raw := encode(t, msg)
-	r := mdm.NewRequest(context.Background(), nil)
-	r.Params = params
-	var out []byte
-	var err error
-	if _, ok := msg["MessageType"]; ok {
-		out, err = service.CheckinRequest(svc, r, raw)
-	} else {
-		out, err = service.CommandReportRequest(svc, r, raw)
-	}
+	out, err := dispatch(svc, params, raw, msg)
 	if err != nil {
 		t.Fatalf("sending %v: %v", msg, err)
 	}
@@ -228,6 +279,17 @@ func send(t *testing.T, svc service.CheckinAndCommandService, params map[string]
 		t.Errorf("the webhook answered the device with %q; it must never answer", out)
 	}
 	return raw
+}
+
+// dispatch hands raw, the encoding of msg, to svc as the HTTP handlers do
+// and returns svc's answer.
+func dispatch(svc service.CheckinAndCommandService, params map[string]string, raw []byte, msg map[string]any) ([]byte, error) {
+	r := mdm.NewRequest(context.Background(), nil)
+	r.Params = params
+	if _, ok := msg["MessageType"]; ok {
+		return service.CheckinRequest(svc, r, raw)
+	}
+	return service.CommandReportRequest(svc, r, raw)
 }
 
 // report is an Idle-or-answer command report for the device udid.

@@ -6,7 +6,10 @@
 // device and never blocks it. Each service method only builds the event and
 // puts it on a bounded in-memory queue; a fixed pool of workers delivers
 // the events, in order per device, retrying a receiver that fails or is
-// down with exponential backoff for up to a configurable time.
+// down with exponential backoff for up to a configurable time. The queue
+// is bounded both by a number of events and by the bytes they hold, so a
+// receiver that is down cannot make the server hold more than a set amount
+// of memory however large the reports are.
 package webhook
 
 import (
@@ -34,6 +37,7 @@ const (
 	DefaultTimeout    = 10 * time.Second
 	DefaultRetryFor   = 5 * time.Minute
 	DefaultQueueSize  = 10000
+	DefaultQueueBytes = 64 << 20
 	DefaultWorkers    = 8
 	DefaultMinBackoff = 500 * time.Millisecond
 	DefaultMaxBackoff = 30 * time.Second
@@ -59,6 +63,7 @@ type Webhook struct {
 	timeout    time.Duration
 	retryFor   time.Duration
 	queueSize  int
+	queueBytes int64
 	workers    int
 	minBackoff time.Duration
 	maxBackoff time.Duration
@@ -70,7 +75,13 @@ type Webhook struct {
 	closed  bool
 	closing chan struct{} // closed by Close: workers drain and exit
 	shards  []*shard
-	queued  atomic.Int64 // events on all shards, bounded by queueSize
+
+	// account guards the two bounds together, so an event is admitted
+	// only when both hold and neither count ever passes its bound.
+	account sync.Mutex
+	queued  int   // events on all shards, bounded by queueSize
+	held    int64 // bytes of the events queued or being delivered, bounded by queueBytes
+
 	// stop is cancelled when Close's context ends: in-flight deliveries and
 	// backoff waits are abandoned.
 	stop     context.Context
@@ -113,6 +124,12 @@ func WithRetryFor(d time.Duration) Option { return func(w *Webhook) { w.retryFor
 // 10000); when the queue is full new events are dropped and counted.
 func WithQueueSize(n int) Option { return func(w *Webhook) { w.queueSize = n } }
 
+// WithQueueBytes bounds the bytes the events waiting for delivery or being
+// delivered may hold, counted as the size of each event's encoded JSON
+// (default 64 MiB, the -webhook-queue-bytes flag); an event that does not
+// fit is dropped and counted, like one that finds the queue full.
+func WithQueueBytes(n int64) Option { return func(w *Webhook) { w.queueBytes = n } }
+
 // WithWorkers sets how many deliveries run at once (default 8). Each
 // worker owns the devices whose ID hashes to it.
 func WithWorkers(n int) Option { return func(w *Webhook) { w.workers = n } }
@@ -141,6 +158,7 @@ func New(rawURL string, tally storage.TokenUpdateTallyStore, opts ...Option) *We
 		timeout:    DefaultTimeout,
 		retryFor:   DefaultRetryFor,
 		queueSize:  DefaultQueueSize,
+		queueBytes: DefaultQueueBytes,
 		workers:    DefaultWorkers,
 		minBackoff: DefaultMinBackoff,
 		maxBackoff: DefaultMaxBackoff,
@@ -155,6 +173,9 @@ func New(rawURL string, tally storage.TokenUpdateTallyStore, opts ...Option) *We
 	w.retryFor = max(w.retryFor, 0)
 	if w.queueSize <= 0 {
 		w.queueSize = DefaultQueueSize
+	}
+	if w.queueBytes <= 0 {
+		w.queueBytes = DefaultQueueBytes
 	}
 	if w.workers <= 0 {
 		w.workers = DefaultWorkers
@@ -250,8 +271,9 @@ func sign(key, body []byte) string {
 }
 
 // enqueue encodes ev and queues it on the shard of r's device, without
-// blocking. A full queue drops the event (counted, and logged at most once
-// a second so an outage does not flood the log).
+// blocking. An event that finds the queue full, by count or by bytes, is
+// dropped (counted, and logged at most once a second so an outage does not
+// flood the log).
 func (w *Webhook) enqueue(r *mdm.Request, ev *Event) error {
 	body, err := json.Marshal(ev)
 	if err != nil {
@@ -271,18 +293,46 @@ func (w *Webhook) enqueue(r *mdm.Request, ev *Event) error {
 		w.dropped.Add(1)
 		return ErrClosed
 	}
-	if w.queued.Add(1) > int64(w.queueSize) {
-		w.queued.Add(-1)
+	if !w.admit(j) {
 		dropped := w.dropped.Add(1)
 		now := time.Now().UnixNano()
 		if last := w.lastFullLog.Load(); now-last >= int64(time.Second) && w.lastFullLog.CompareAndSwap(last, now) {
 			w.logger.WarnContext(r.Context, "webhook: queue full, event dropped",
-				"topic", j.topic, "enrollment_id", j.enrollmentID, "queue_size", w.queueSize, "dropped_total", dropped)
+				"topic", j.topic, "enrollment_id", j.enrollmentID, "event_bytes", j.size(),
+				"queue_size", w.queueSize, "queue_bytes", w.queueBytes, "dropped_total", dropped)
 		}
 		return nil
 	}
 	w.shards[shardIndex(j.deviceID, len(w.shards))].push(j)
 	return nil
+}
+
+// admit reserves room for j under both bounds, or reports that there is
+// none.
+func (w *Webhook) admit(j *job) bool {
+	w.account.Lock()
+	defer w.account.Unlock()
+	if w.queued >= w.queueSize || w.held+j.size() > w.queueBytes {
+		return false
+	}
+	w.queued++
+	w.held += j.size()
+	return true
+}
+
+// taken accounts for a job a worker took off its shard: it no longer
+// waits, though its bytes stay held until release.
+func (w *Webhook) taken() {
+	w.account.Lock()
+	w.queued--
+	w.account.Unlock()
+}
+
+// release frees the bytes of a job that was delivered or given up.
+func (w *Webhook) release(j *job) {
+	w.account.Lock()
+	w.held -= j.size()
+	w.account.Unlock()
 }
 
 // QueuesOnly implements multi.Queuer: every method only puts an event on

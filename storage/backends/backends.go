@@ -5,6 +5,7 @@ package backends
 
 import (
 	"fmt"
+	"log/slog"
 	"strings"
 
 	"github.com/picomdm/picomdm/storage"
@@ -17,10 +18,27 @@ import (
 // Names lists the backends Open knows.
 var Names = []string{"file", "mysql", "pgsql", "inmem"}
 
+// Option configures Open.
+type Option func(*config)
+
+type config struct {
+	logger *slog.Logger
+}
+
+// WithLogger sets the logger of the backends that log (mysql and pgsql:
+// migrations, the background purge, driver messages), so every line they
+// write takes the process's log format (-log-format). Without it they log
+// to slog.Default().
+func WithLogger(logger *slog.Logger) Option { return func(c *config) { c.logger = logger } }
+
 // Open opens backend name with dsn and comma-separated key=value options.
 // The returned close function (nil when there is nothing to release) must
 // be called when done.
-func Open(name, dsn, options string) (storage.Store, func() error, error) {
+func Open(name, dsn, options string, with ...Option) (storage.Store, func() error, error) {
+	var c config
+	for _, opt := range with {
+		opt(&c)
+	}
 	opts, err := ParseOptions(options)
 	if err != nil {
 		return nil, nil, err
@@ -39,13 +57,13 @@ func Open(name, dsn, options string) (storage.Store, func() error, error) {
 		}
 		return s, s.Close, nil
 	case "mysql":
-		s, err := mysql.Open(dsn, opts)
+		s, err := mysql.Open(dsn, opts, mysql.WithLogger(c.logger))
 		if err != nil {
 			return nil, nil, fmt.Errorf("opening mysql storage: %w", err)
 		}
 		return s, s.Close, nil
 	case "pgsql":
-		s, err := pgsql.Open(dsn, opts)
+		s, err := pgsql.Open(dsn, opts, pgsql.WithLogger(c.logger))
 		if err != nil {
 			return nil, nil, fmt.Errorf("opening pgsql storage: %w", err)
 		}

@@ -90,12 +90,24 @@ func (s *Store) disableChannels(ids []string, clear bool, now time.Time) error {
 // StoreAuthenticate implements storage.CheckinStore. The channels are
 // disabled and their queues cleared before the device record is replaced;
 // a crash in between leaves a device that has to authenticate again, which
-// it does when its enrollment fails.
+// it does when its enrollment fails. A cert-auth association is decided
+// (and the hash claimed) before anything is written and written last, so
+// a refused Authenticate writes nothing and a failed one leaves the device
+// without a certificate (refused until it authenticates again), never one
+// associated with a device whose Authenticate was not stored.
 func (s *Store) StoreAuthenticate(r *mdm.Request, msg *mdm.Authenticate) error {
 	mu := s.stripe(r.DeviceID())
 	mu.Lock()
 	defer mu.Unlock()
 	now := time.Now()
+	assoc, withCert := storage.CertAssociationFrom(r.Context)
+	if withCert {
+		release, err := s.claimCertHash(r.ID, assoc.Hash)
+		if err != nil {
+			return fmt.Errorf("storing authenticate: %w", err)
+		}
+		defer release()
+	}
 	if err := s.disableChannels(s.channelIDs(r), true, now); err != nil {
 		return fmt.Errorf("storing authenticate: %w", err)
 	}
@@ -117,6 +129,11 @@ func (s *Store) StoreAuthenticate(r *mdm.Request, msg *mdm.Authenticate) error {
 	if err := s.writeJSON(filepath.Join(dir, "device.json"), rec); err != nil {
 		return fmt.Errorf("storing authenticate: %w", err)
 	}
+	if withCert {
+		if err := s.replaceCertHashes(r.ID, assoc, now); err != nil {
+			return fmt.Errorf("storing authenticate: associating cert hash: %w", err)
+		}
+	}
 	s.touchSeen(r.ID, now)
 	return nil
 }
@@ -131,11 +148,14 @@ func (s *Store) StoreTokenUpdate(r *mdm.Request, msg *mdm.TokenUpdate) error {
 	if err != nil {
 		return fmt.Errorf("storing token update: %w", err)
 	}
-	rec, _, err := s.readEnrollment(r.ID)
+	rec, known, err := s.readEnrollment(r.ID)
 	if err != nil {
 		return fmt.Errorf("storing token update: %w", err)
 	}
-	rec.ID, rec.Type, rec.ParentID = r.ID, r.Type, r.ParentID
+	if !known {
+		// An existing enrollment's type and parent never change.
+		rec.ID, rec.Type, rec.ParentID = r.ID, r.Type, r.ParentID
+	}
 	rec.Topic, rec.PushMagic, rec.Token = msg.Topic, msg.PushMagic, msg.Token
 	rec.PushTokenInvalidAt, rec.PushTokenInvalidReason = time.Time{}, ""
 	if len(msg.UnlockToken) > 0 {

@@ -109,6 +109,14 @@ type Store struct {
 	// enqueuing holds the CommandUUIDs of enqueues in progress, so two
 	// concurrent enqueues of one CommandUUID cannot both succeed.
 	enqueuing map[string]struct{}
+
+	// certMu serialises the cert-auth writers (it is taken after a
+	// device's stripe, never before one). claimedHashes holds the hashes
+	// of Authenticates in progress, by device ID, so two devices cannot
+	// both claim one new certificate while their Authenticates are
+	// written.
+	certMu        sync.Mutex
+	claimedHashes map[string]string
 }
 
 var _ storage.Store = (*Store)(nil)
@@ -215,14 +223,15 @@ func New(dir string, opts ...Option) (*Store, error) {
 		return nil, errors.New("file storage: empty directory name")
 	}
 	s := &Store{
-		dir:         dir,
-		tmpDir:      filepath.Join(dir, "tmp"),
-		sync:        true,
-		enrollments: make(map[string]*enrollState),
-		children:    make(map[string]map[string]struct{}),
-		pending:     make(map[string][]*pendingCommand),
-		remaining:   make(map[string]int),
-		enqueuing:   make(map[string]struct{}),
+		dir:           dir,
+		tmpDir:        filepath.Join(dir, "tmp"),
+		sync:          true,
+		enrollments:   make(map[string]*enrollState),
+		children:      make(map[string]map[string]struct{}),
+		pending:       make(map[string][]*pendingCommand),
+		remaining:     make(map[string]int),
+		enqueuing:     make(map[string]struct{}),
+		claimedHashes: make(map[string]string),
 	}
 	for _, opt := range opts {
 		opt(s)

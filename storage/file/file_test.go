@@ -7,9 +7,11 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/picomdm/picomdm/mdm"
 	"github.com/picomdm/picomdm/storage"
@@ -240,10 +242,26 @@ func TestResultRecords(t *testing.T) {
 		}
 		return &rec
 	}
-	if rec := read(); rec.Status != mdm.StatusNotNow || rec.NotNowCount != 1 {
-		t.Fatalf("after NotNow: %+v", rec)
+	first := read()
+	if first.Status != mdm.StatusNotNow || first.NotNowCount != 1 || first.FirstNotNowAt.IsZero() || !first.LastNotNowAt.Equal(first.FirstNotNowAt) {
+		t.Fatalf("after NotNow: %+v", first)
 	}
+	// The second NotNow happens at a strictly later time: wait for the
+	// clock to pass the first one's (the record keeps nanoseconds).
+	for !time.Now().After(first.LastNotNowAt) {
+		runtime.Gosched()
+	}
+	before := time.Now()
 	report(t, s, d, cmd.CommandUUID, mdm.StatusNotNow)
+	after := time.Now()
+	second := read()
+	if second.NotNowCount != 2 || !second.FirstNotNowAt.Equal(first.FirstNotNowAt) {
+		t.Fatalf("after the second NotNow: %+v, want the count at 2 and the first time kept", second)
+	}
+	if !second.LastNotNowAt.After(first.LastNotNowAt) || second.LastNotNowAt.Before(before) || second.LastNotNowAt.After(after) {
+		t.Fatalf("LastNotNowAt = %v after the second NotNow at [%v, %v], first at %v: not updated to the second report's time",
+			second.LastNotNowAt, before, after, first.LastNotNowAt)
+	}
 	ack := d.Report(cmd.CommandUUID, mdm.StatusAcknowledged)
 	if err := s.StoreCommandReport(d.Request(), ack); err != nil {
 		t.Fatal(err)
@@ -253,8 +271,8 @@ func TestResultRecords(t *testing.T) {
 	if rec.Status != mdm.StatusAcknowledged || string(rec.Result) != string(ack.Raw) {
 		t.Fatalf("result = %s %q, want the first final answer", rec.Status, rec.Result)
 	}
-	if rec.NotNowCount != 2 || rec.FirstNotNowAt.IsZero() || rec.LastNotNowAt.Before(rec.FirstNotNowAt) {
-		t.Fatalf("NotNow history = %d, %v, %v", rec.NotNowCount, rec.FirstNotNowAt, rec.LastNotNowAt)
+	if rec.NotNowCount != 2 || !rec.FirstNotNowAt.Equal(first.FirstNotNowAt) || !rec.LastNotNowAt.Equal(second.LastNotNowAt) {
+		t.Fatalf("NotNow history = %d, %v, %v; want the two NotNows' kept by the final answer", rec.NotNowCount, rec.FirstNotNowAt, rec.LastNotNowAt)
 	}
 }
 

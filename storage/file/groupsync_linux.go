@@ -28,6 +28,7 @@ type groupSyncer struct {
 	started   uint64 // generation of the newest syncfs started
 	completed uint64 // generation of the newest syncfs finished
 	running   bool
+	waiting   int              // writers blocked until a running syncfs ends (tests watch it)
 	failed    map[uint64]error // generations whose syncfs failed
 }
 
@@ -53,7 +54,9 @@ func (g *groupSyncer) wait() error {
 	target := g.started + 1
 	for g.completed < target {
 		if g.running {
+			g.waiting++
 			g.cond.Wait()
+			g.waiting--
 			continue
 		}
 		g.running = true

@@ -5,6 +5,7 @@ package file
 import (
 	"errors"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -52,13 +53,19 @@ func TestGroupSyncer(t *testing.T) {
 	for range 10 {
 		wg.Go(func() { errs <- g.wait() })
 	}
-	time.Sleep(50 * time.Millisecond) // let them queue up
+	waitWaiting(t, g, 10)
 	release <- struct{}{}
 	if err := <-first; err != nil {
 		t.Fatal(err)
 	}
-	// Exactly one more syncfs serves all ten; make it fail.
+	// Exactly one more syncfs serves all ten; make it fail. Until it
+	// ends, none of them has returned: the first syncfs did not count
+	// for them.
 	<-entered
+	waitWaiting(t, g, 9) // one of the ten runs the syncfs, nine wait on it
+	if n := len(errs); n != 0 {
+		t.Fatalf("%d writers returned on a syncfs that started before they called", n)
+	}
 	fail.Store(true)
 	release <- struct{}{}
 	wg.Wait()
@@ -80,5 +87,26 @@ func TestGroupSyncer(t *testing.T) {
 	release <- struct{}{}
 	if err := <-done; err != nil {
 		t.Errorf("after recovery: %v", err)
+	}
+	if n := calls.Load(); n != 3 {
+		t.Errorf("%d syncfs calls after recovery, want 3", n)
+	}
+}
+
+// waitWaiting waits until n writers are blocked on g's running syncfs.
+func waitWaiting(t *testing.T, g *groupSyncer, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		g.mu.Lock()
+		waiting := g.waiting
+		g.mu.Unlock()
+		if waiting == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d writers waiting on the running syncfs, want %d", waiting, n)
+		}
+		runtime.Gosched()
 	}
 }

@@ -97,14 +97,13 @@ type Store struct {
 	userAuths  map[string][]byte
 	commands   map[string]*command
 	pushCerts  map[string]*pushCert
-	hashToIDs  map[string]map[string]time.Time
-	idToHashes map[string]map[string]struct{}
+	hashToIDs  map[string]map[string]struct{}
+	idToHashes map[string]map[string]*storage.CertHashInfo
 }
 
 var (
 	_ storage.Store                  = (*Store)(nil)
 	_ storage.CommandReportAndNexter = (*Store)(nil)
-	_ storage.CertAuthAssociator     = (*Store)(nil)
 )
 
 // New returns an empty in-memory store.
@@ -116,8 +115,8 @@ func New() *Store {
 		userAuths:   make(map[string][]byte),
 		commands:    make(map[string]*command),
 		pushCerts:   make(map[string]*pushCert),
-		hashToIDs:   make(map[string]map[string]time.Time),
-		idToHashes:  make(map[string]map[string]struct{}),
+		hashToIDs:   make(map[string]map[string]struct{}),
+		idToHashes:  make(map[string]map[string]*storage.CertHashInfo),
 	}
 }
 
@@ -150,6 +149,13 @@ func (s *Store) StoreAuthenticate(r *mdm.Request, msg *mdm.Authenticate) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := time.Now()
+	assoc, withCert := storage.CertAssociationFrom(r.Context)
+	if withCert {
+		if err := s.checkCertHashFreeLocked(r.ID, assoc.Hash); err != nil {
+			return err
+		}
+		s.replaceCertHashesLocked(r.ID, assoc, now)
+	}
 	d := &device{
 		serialNumber:    msg.SerialNumber,
 		authenticate:    bytes.Clone(msg.RawBytes()),
@@ -434,61 +440,6 @@ func (s *Store) IsPushCertStale(_ context.Context, topic, staleToken string) (bo
 	defer s.mu.Unlock()
 	pc := s.pushCerts[topic]
 	return pc == nil || pc.staleToken != staleToken, nil
-}
-
-// HasCertHash implements storage.CertAuthStore.
-func (s *Store) HasCertHash(_ context.Context, hash string) (bool, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.hashToIDs[hash]) > 0, nil
-}
-
-// EnrollmentHasCertHash implements storage.CertAuthStore.
-func (s *Store) EnrollmentHasCertHash(_ context.Context, id string) (bool, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.idToHashes[id]) > 0, nil
-}
-
-// IsCertHashAssociated implements storage.CertAuthStore.
-func (s *Store) IsCertHashAssociated(_ context.Context, id, hash string) (bool, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	_, ok := s.hashToIDs[hash][id]
-	return ok, nil
-}
-
-// AssociateCertHash implements storage.CertAuthStore.
-func (s *Store) AssociateCertHash(_ context.Context, id, hash string, notAfter time.Time) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.associateLocked(id, hash, notAfter)
-	return nil
-}
-
-// AssociateNewCertHash implements storage.CertAuthAssociator under one
-// lock, so the reference store also exercises the fast path.
-func (s *Store) AssociateNewCertHash(_ context.Context, id, hash string, notAfter time.Time) (bool, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.hashToIDs[hash]) > 0 {
-		_, ours := s.hashToIDs[hash][id]
-		return ours, nil
-	}
-	s.associateLocked(id, hash, notAfter)
-	return true, nil
-}
-
-// associateLocked associates hash with id. Callers hold s.mu.
-func (s *Store) associateLocked(id, hash string, notAfter time.Time) {
-	if s.hashToIDs[hash] == nil {
-		s.hashToIDs[hash] = make(map[string]time.Time)
-	}
-	s.hashToIDs[hash][id] = notAfter
-	if s.idToHashes[id] == nil {
-		s.idToHashes[id] = make(map[string]struct{})
-	}
-	s.idToHashes[id][hash] = struct{}{}
 }
 
 // deviceKeys returns the identifying keys of a device channel, for the

@@ -12,8 +12,8 @@ import (
 )
 
 // Lock order: transactions that touch several tables take their rows in
-// the order devices → enrollments → queue → results, so two of them never
-// wait for each other in a cycle.
+// the order cert_auth_associations → devices → enrollments → queue →
+// results, so two of them never wait for each other in a cycle.
 
 // reqCtx returns r's context.
 func reqCtx(r *mdm.Request) context.Context {
@@ -70,7 +70,10 @@ func (s *Store) StoreAuthenticate(r *mdm.Request, msg *mdm.Authenticate) error {
 	ctx := reqCtx(r)
 	der, notAfter := certFields(r)
 	where, arg := channelsWhere(r)
-	err := s.execTx(ctx,
+	// The cert-auth association comes first, so a refusal stops the
+	// transaction before anything else is written.
+	stmts := certAssociationStatements(r)
+	stmts = append(stmts,
 		// PRIMARY.
 		statement{"storing device", `INSERT INTO devices
 	(id, serial_number, identity_cert, identity_cert_not_after, authenticate, authenticated_at)
@@ -91,10 +94,43 @@ WHERE ` + where, []any{arg}},
 JOIN enrollments e ON e.id = q.id
 WHERE ` + where, []any{arg}},
 	)
-	if err != nil {
+	if err := s.execTx(ctx, stmts...); err != nil {
+		if isMySQLError(err, errDupEntry) {
+			// Only the association's INSERT can collide: cert_auth_sha256
+			// holds the hash for another enrollment.
+			err = fmt.Errorf("%w (%w)", storage.ErrCertHashInUse, err)
+		}
 		return fmt.Errorf("storing Authenticate of %q: %w", r.ID, err)
 	}
 	return nil
+}
+
+// certAssociationStatements makes the cert-auth association r's context
+// carries (none without one) as part of StoreAuthenticate's transaction:
+// the device's earlier certificates are retired and the hash inserted,
+// keeping its first association time if it was already the device's. The
+// INSERT fails with a duplicate key on cert_auth_sha256 (unique) when
+// another enrollment has the hash, and a concurrent Authenticate claiming
+// the same hash waits on that key until the first commits, so exactly one
+// wins. @picomdm_cert_at is per connection and set before every use.
+func certAssociationStatements(r *mdm.Request) []statement {
+	a, ok := storage.CertAssociationFrom(r.Context)
+	if !ok {
+		return nil
+	}
+	var na any
+	if !a.NotAfter.IsZero() {
+		na = a.NotAfter.UTC()
+	}
+	return []statement{
+		// PRIMARY.
+		{"reading cert association", `SET @picomdm_cert_at = (SELECT created_at FROM cert_auth_associations WHERE id = ? AND sha256 = ?)`, []any{r.ID, a.Hash}},
+		// PRIMARY prefix.
+		{"retiring certificates", `DELETE FROM cert_auth_associations WHERE id = ?`, []any{r.ID}},
+		// PRIMARY, cert_auth_sha256 (unique).
+		{"associating certificate", `INSERT INTO cert_auth_associations (id, sha256, not_after, created_at)
+VALUES (?, ?, ?, COALESCE(@picomdm_cert_at, UTC_TIMESTAMP(6)))`, []any{r.ID, a.Hash, na}},
+	}
 }
 
 // StoreTokenUpdate implements storage.CheckinStore: one upsert of the

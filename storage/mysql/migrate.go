@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"log/slog"
 
 	"github.com/picomdm/picomdm/storage/internal/sqlstore"
 )
@@ -23,7 +24,10 @@ const (
 
 // dialect is the MySQL side of sqlstore.Migrate: a server-wide named lock
 // (GET_LOCK), so that replicas starting at once migrate one at a time.
-type dialect struct{ lock string }
+type dialect struct {
+	lock   string
+	logger *slog.Logger // nil: no "waiting" line (tests)
+}
 
 var (
 	_ sqlstore.Dialect       = dialect{}
@@ -31,12 +35,17 @@ var (
 )
 
 // Lock takes the named lock on conn, waiting for it in short GET_LOCK
-// calls so that ctx can end the wait. The lock is released when conn
-// closes, so a replica that dies mid-migration does not leave it held.
+// calls so that ctx can end the wait (the driver also abandons a call in
+// progress when ctx ends). The first call does not wait, so that a wait
+// is logged as it begins. The lock is released when conn closes, so a
+// replica that dies mid-migration does not leave it held.
 func (d dialect) Lock(ctx context.Context, conn *sql.Conn) error {
-	for {
+	for wait := 0; ; wait = lockPoll {
 		var got sql.NullInt64
-		if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK(?, ?)", d.lock, lockPoll).Scan(&got); err != nil {
+		if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK(?, ?)", d.lock, wait).Scan(&got); err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("waiting for lock %q: %w", d.lock, ctx.Err())
+			}
 			return fmt.Errorf("GET_LOCK(%q): %w", d.lock, err)
 		}
 		switch {
@@ -47,6 +56,9 @@ func (d dialect) Lock(ctx context.Context, conn *sql.Conn) error {
 		}
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("waiting for lock %q: %w", d.lock, err)
+		}
+		if wait == 0 && d.logger != nil {
+			d.logger.InfoContext(ctx, "waiting for the schema migration lock, held by another replica", "lock", d.lock)
 		}
 	}
 }
@@ -84,8 +96,12 @@ func (s *Store) migrate(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("mysql storage: %w", err)
 	}
-	if _, err := sqlstore.Migrate(ctx, s.db, dialect{lock: s.lockName("migrate")}, ms); err != nil {
+	applied, err := sqlstore.Migrate(ctx, s.db, dialect{lock: s.lockName("migrate"), logger: s.logger}, ms)
+	if err != nil {
 		return fmt.Errorf("mysql storage: %w", err)
+	}
+	if len(applied) > 0 {
+		s.logger.Info("storage schema migrated", "versions", applied)
 	}
 	return nil
 }

@@ -22,6 +22,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,6 +30,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
+	pmlog "github.com/picomdm/picomdm/log"
 	"github.com/picomdm/picomdm/storage"
 	"github.com/picomdm/picomdm/storage/internal/sqlstore"
 )
@@ -59,9 +61,6 @@ const (
 	retryAttempts = 5
 	// lastSeenInterval is how stale an enrollment's last_seen_at may get.
 	lastSeenInterval = time.Minute
-	// migrateTimeout bounds how long Open waits for other replicas'
-	// migrations and runs its own.
-	migrateTimeout = 10 * time.Minute
 	// rollbackTimeout bounds the ROLLBACK after a failed report batch.
 	rollbackTimeout = 5 * time.Second
 )
@@ -71,6 +70,7 @@ type Store struct {
 	db     *sql.DB
 	opts   sqlstore.Options
 	dbName string
+	logger *slog.Logger
 	// seen throttles last_seen_at writes per enrollment.
 	seen *sqlstore.Throttle
 	// multiStatements: connections take multi-statement requests, with
@@ -92,6 +92,34 @@ var (
 	_ storage.CommandReportAndNexter = (*Store)(nil)
 )
 
+// Option configures a Store beyond its DSN and -storage-options.
+type Option func(*config)
+
+type config struct {
+	logger         *slog.Logger
+	migrateTimeout time.Duration
+}
+
+// WithLogger sets the logger the store reports to (migrations, the
+// background purge, and the messages the MySQL driver would otherwise print
+// to stderr itself), so its lines take the process's log format; nil means
+// slog.Default(). Every line carries storage=mysql.
+func WithLogger(logger *slog.Logger) Option { return func(c *config) { c.logger = logger } }
+
+// WithMigrateTimeout bounds how long Open waits for the migration lock
+// (another replica migrating) and applies the migrations, default
+// sqlstore.DefaultMigrateTimeout; past it Open fails with an error wrapping
+// context.DeadlineExceeded. 0 or less keeps the default.
+func WithMigrateTimeout(d time.Duration) Option { return func(c *config) { c.migrateTimeout = d } }
+
+// driverLogger hands the MySQL driver's messages (dropped connections,
+// malformed packets) to the store's logger: the driver's default prints
+// them to stderr in a format of its own.
+type driverLogger struct{ logger *slog.Logger }
+
+// Print implements mysql.Logger.
+func (l driverLogger) Print(v ...any) { l.logger.Warn("mysql driver", "detail", fmt.Sprint(v...)) }
+
 // Open connects to the database named by dsn (a go-sql-driver/mysql DSN,
 // "user:pass@tcp(host:3306)/dbname?param=value"), applies the embedded
 // schema migrations unless migrate=0, and starts the background purge of
@@ -111,7 +139,15 @@ var (
 // unless the DSN sets transaction_isolation or tx_isolation; and strict
 // SQL mode (STRICT_ALL_TABLES added to the server's) unless the DSN sets
 // sql_mode.
-func Open(dsn string, options map[string]string) (*Store, error) {
+func Open(dsn string, options map[string]string, with ...Option) (*Store, error) {
+	c := config{migrateTimeout: sqlstore.DefaultMigrateTimeout}
+	for _, opt := range with {
+		opt(&c)
+	}
+	if c.migrateTimeout <= 0 {
+		c.migrateTimeout = sqlstore.DefaultMigrateTimeout
+	}
+	logger := pmlog.Or(c.logger).With("storage", "mysql")
 	opts, err := sqlstore.ParseOptions(options)
 	if err != nil {
 		return nil, fmt.Errorf("mysql storage: %w", err)
@@ -125,6 +161,7 @@ func Open(dsn string, options map[string]string) (*Store, error) {
 	}
 	cfg.ParseTime = true
 	cfg.Loc = time.UTC
+	cfg.Logger = driverLogger{logger}
 	if !dsnHasParam(dsn, "interpolateParams") {
 		cfg.InterpolateParams = true
 		if _, err := mysql.NewConnector(cfg); err != nil {
@@ -136,7 +173,7 @@ func Open(dsn string, options map[string]string) (*Store, error) {
 	if cfg.InterpolateParams && !dsnHasParam(dsn, "multiStatements") {
 		cfg.MultiStatements = true
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), migrateTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), c.migrateTimeout)
 	defer cancel()
 	if err := setIsolation(ctx, cfg); err != nil {
 		return nil, err
@@ -157,6 +194,7 @@ func Open(dsn string, options map[string]string) (*Store, error) {
 		db:              db,
 		opts:            opts,
 		dbName:          cfg.DBName,
+		logger:          logger,
 		seen:            sqlstore.NewThrottle(lastSeenInterval),
 		multiStatements: cfg.InterpolateParams && cfg.MultiStatements,
 	}

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/picomdm/picomdm/mdm"
 	"github.com/picomdm/picomdm/storage/internal/sqlstore"
 	"github.com/picomdm/picomdm/storage/storagetest"
 	"github.com/picomdm/picomdm/test/sqltest"
@@ -167,9 +168,13 @@ func TestDSN(t *testing.T) {
 	}
 	// An ID too long for the schema is refused, not truncated into
 	// another one.
-	long := storagetest.NewDeviceWithUDID(strings.Repeat("x", 300))
-	if err := s.StoreTokenUpdate(long.Request(), long.TokenUpdate(nil)); err == nil {
-		t.Fatal("TokenUpdate with a 300-byte enrollment ID: no error")
+	// (mdm refuses longer parts than 255 bytes before storage sees them;
+	// this is the schema's own guard.)
+	long := storagetest.NewDevice()
+	lr := long.Request()
+	lr.EnrollID = &mdm.EnrollID{Type: mdm.Device, ID: strings.Repeat("x", 600)}
+	if err := s.StoreTokenUpdate(lr, long.TokenUpdate(nil)); err == nil {
+		t.Fatal("TokenUpdate with a 600-byte enrollment ID: no error")
 	}
 	for _, tc := range []struct {
 		dsn, param string

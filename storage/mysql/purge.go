@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"log/slog"
 	"time"
 )
 
@@ -24,7 +23,7 @@ func (s *Store) purgeLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		if _, _, err := s.purge(ctx); err != nil && ctx.Err() == nil {
-			slog.Default().ErrorContext(ctx, "mysql storage: purging old results", "err", err)
+			s.logger.ErrorContext(ctx, "purging old results", "err", err)
 		}
 	}
 }

@@ -2,20 +2,25 @@ package pgsql
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"time"
+
+	"github.com/picomdm/picomdm/storage"
 )
 
 // Certificate-hash associations. Indexes: cert_auth_associations primary
-// key (id, sha256) for the per-ID questions and the upsert,
-// cert_auth_associations_sha256 for "is this hash anyone's".
+// key (id, sha256) for the per-ID questions, the unique
+// cert_auth_associations_sha256_key for "is this hash anyone's" and the
+// upsert (a hash another enrollment has is left with it).
 const (
 	hasCertHashSQL           = `SELECT EXISTS (SELECT 1 FROM cert_auth_associations WHERE sha256 = $1)`
 	enrollmentHasCertHashSQL = `SELECT EXISTS (SELECT 1 FROM cert_auth_associations WHERE id = $1)`
 	isCertHashAssociatedSQL  = `SELECT EXISTS (SELECT 1 FROM cert_auth_associations WHERE id = $1 AND sha256 = $2)`
 	associateCertHashSQL     = `
 INSERT INTO cert_auth_associations (id, sha256, not_after) VALUES ($1, $2, $3::timestamptz)
-ON CONFLICT (id, sha256) DO UPDATE SET not_after = EXCLUDED.not_after, updated_at = now()`
+ON CONFLICT (sha256) DO UPDATE SET not_after = EXCLUDED.not_after, updated_at = now()
+WHERE cert_auth_associations.id = EXCLUDED.id`
 )
 
 // HasCertHash implements storage.CertAuthStore.
@@ -59,32 +64,48 @@ func (s *Store) AssociateCertHash(ctx context.Context, id, hash string, notAfter
 	return nil
 }
 
-// associateNewCertHashSQL is cert-auth's decision at Authenticate in one
-// statement: the hash is inserted only if nobody has it, and the answer is
-// whether the enrollment has it now. Both EXISTS read the snapshot from
-// before the insert, so "now" is "it was new, or already ours". Indexes:
-// cert_auth_associations_sha256, the primary key.
-const associateNewCertHashSQL = `
-WITH known AS (
-    SELECT EXISTS (SELECT 1 FROM cert_auth_associations WHERE sha256 = $2) AS taken,
-           EXISTS (SELECT 1 FROM cert_auth_associations WHERE id = $1 AND sha256 = $2) AS ours
-), associated AS (
-    INSERT INTO cert_auth_associations (id, sha256, not_after)
-    SELECT $1, $2, $3::timestamptz FROM known WHERE NOT known.taken
-    ON CONFLICT (id, sha256) DO UPDATE SET not_after = EXCLUDED.not_after, updated_at = now()
+// Listing and removing an enrollment's certificates. Index: the primary
+// key.
+const (
+	retrieveCertHashesSQL = `SELECT sha256, not_after, created_at FROM cert_auth_associations WHERE id = $1 ORDER BY created_at, sha256`
+	deleteCertHashSQL     = `DELETE FROM cert_auth_associations WHERE id = $1 AND sha256 = $2`
 )
-SELECT ours OR NOT taken FROM known`
 
-// AssociateNewCertHash implements storage.CertAuthAssociator in one
-// statement.
-func (s *Store) AssociateNewCertHash(ctx context.Context, id, hash string, notAfter time.Time) (bool, error) {
-	var na *time.Time
-	if !notAfter.IsZero() {
-		na = &notAfter
+// RetrieveCertHashes implements storage.CertAuthInspector.
+func (s *Store) RetrieveCertHashes(ctx context.Context, id string) ([]storage.CertHashInfo, error) {
+	rows, err := s.db.QueryContext(ctx, retrieveCertHashesSQL, id)
+	if err != nil {
+		return nil, fmt.Errorf("cert hashes of %q: %w", id, err)
 	}
-	var ours bool
-	if err := s.queryRow(ctx, associateNewCertHashSQL, []any{id, hash, na}, &ours); err != nil {
-		return false, fmt.Errorf("associating new cert hash %s with %q: %w", hash, id, err)
+	defer rows.Close()
+	out := []storage.CertHashInfo{}
+	for rows.Next() {
+		var (
+			info     storage.CertHashInfo
+			notAfter sql.NullTime
+		)
+		if err := rows.Scan(&info.Hash, &notAfter, &info.AssociatedAt); err != nil {
+			return nil, fmt.Errorf("cert hashes of %q: %w", id, err)
+		}
+		info.NotAfter = notAfter.Time
+		out = append(out, info)
 	}
-	return ours, nil
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("cert hashes of %q: %w", id, err)
+	}
+	return out, nil
+}
+
+// DeleteCertHash implements storage.CertAuthInspector.
+func (s *Store) DeleteCertHash(ctx context.Context, id, hash string) error {
+	res, err := s.db.ExecContext(ctx, deleteCertHashSQL, id, hash)
+	if err != nil {
+		return fmt.Errorf("deleting cert hash %s of %q: %w", hash, id, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("deleting cert hash %s of %q: %w", hash, id, err)
+	} else if n == 0 {
+		return fmt.Errorf("cert hash %s of %q: %w", hash, id, storage.ErrNotFound)
+	}
+	return nil
 }

@@ -40,6 +40,46 @@ WITH device AS (
 )
 DELETE FROM command_queue WHERE id = ANY (ARRAY(SELECT id FROM channels))`
 
+// authenticateWithCertSQL is authenticateSQL with cert-auth's association
+// ($6 hash, $7 expiry) in the same statement. The hash is upserted first:
+// on the unique cert_auth_associations_sha256_key it stays another
+// enrollment's (no row comes back from assoc), and every other write is
+// gated on assoc, so a refused Authenticate writes nothing. A concurrent
+// statement inserting the same hash waits on the index entry and then
+// takes the conflict branch. The device's other certificates are retired
+// (primary key prefix). The answer is whether the hash is now the device's.
+const authenticateWithCertSQL = `
+WITH assoc AS (
+    INSERT INTO cert_auth_associations AS c (id, sha256, not_after)
+    VALUES ($1, $6, $7::timestamptz)
+    ON CONFLICT (sha256) DO UPDATE SET not_after = EXCLUDED.not_after, updated_at = now()
+    WHERE c.id = EXCLUDED.id
+    RETURNING 1
+), retired AS (
+    DELETE FROM cert_auth_associations
+    WHERE id = $1 AND sha256 <> $6 AND EXISTS (SELECT 1 FROM assoc)
+), device AS (
+    INSERT INTO devices AS d (id, serial_number, identity_cert, identity_cert_not_after, authenticate, authenticated_at)
+    SELECT $1, $2, $3::bytea, $4::timestamptz, $5::bytea, now() WHERE EXISTS (SELECT 1 FROM assoc)
+    ON CONFLICT (id) DO UPDATE SET
+        serial_number           = EXCLUDED.serial_number,
+        identity_cert           = COALESCE(EXCLUDED.identity_cert, d.identity_cert),
+        identity_cert_not_after = COALESCE(EXCLUDED.identity_cert_not_after, d.identity_cert_not_after),
+        authenticate            = EXCLUDED.authenticate,
+        authenticated_at        = EXCLUDED.authenticated_at,
+        bootstrap_token         = NULL,
+        bootstrap_token_at      = NULL,
+        updated_at              = now()
+), channels AS (
+    UPDATE enrollments
+    SET enabled = FALSE, token_update_tally = 0, last_seen_at = now(), updated_at = now()
+    WHERE (device_id = $1 OR id = $1) AND EXISTS (SELECT 1 FROM assoc)
+    RETURNING id
+), cleared AS (
+    DELETE FROM command_queue WHERE id = ANY (ARRAY(SELECT id FROM channels))
+)
+SELECT EXISTS (SELECT 1 FROM assoc)`
+
 // StoreAuthenticate implements storage.CheckinStore.
 func (s *Store) StoreAuthenticate(r *mdm.Request, msg *mdm.Authenticate) error {
 	var certDER []byte
@@ -49,8 +89,20 @@ func (s *Store) StoreAuthenticate(r *mdm.Request, msg *mdm.Authenticate) error {
 		notAfter = &r.Certificate.NotAfter
 	}
 	ctx := r.Context
-	err := s.exec(ctx, authenticateSQL, r.ID, msg.SerialNumber, certDER, notAfter, msg.RawBytes())
-	if err != nil {
+	args := []any{r.ID, msg.SerialNumber, certDER, notAfter, msg.RawBytes()}
+	if a, ok := storage.CertAssociationFrom(ctx); ok {
+		var certNotAfter *time.Time
+		if !a.NotAfter.IsZero() {
+			certNotAfter = &a.NotAfter
+		}
+		var associated bool
+		if err := s.queryRow(ctx, authenticateWithCertSQL, append(args, a.Hash, certNotAfter), &associated); err != nil {
+			return fmt.Errorf("storing Authenticate of %q: %w", r.ID, err)
+		}
+		if !associated {
+			return fmt.Errorf("storing Authenticate of %q: %w", r.ID, storage.ErrCertHashInUse)
+		}
+	} else if err := s.exec(ctx, authenticateSQL, args...); err != nil {
 		return fmt.Errorf("storing Authenticate of %q: %w", r.ID, err)
 	}
 	s.seen.Done(r.ID, time.Now()) // the statement refreshed last_seen_at
@@ -68,9 +120,6 @@ WITH enrollment AS (
     INSERT INTO enrollments AS e (id, device_id, type, parent_id, topic, push_magic, token, token_update, identity_cert_not_after)
     VALUES ($1, $2, $3, $4, $5, $6, $7::bytea, $8::bytea, $9::timestamptz)
     ON CONFLICT (id) DO UPDATE SET
-        device_id                 = EXCLUDED.device_id,
-        type                      = EXCLUDED.type,
-        parent_id                 = EXCLUDED.parent_id,
         topic                     = EXCLUDED.topic,
         push_magic                = EXCLUDED.push_magic,
         token                     = EXCLUDED.token,

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/lib/pq"
+	pmlog "github.com/picomdm/picomdm/log"
 	"github.com/picomdm/picomdm/storage"
 	"github.com/picomdm/picomdm/storage/internal/sqlstore"
 )
@@ -46,13 +47,22 @@ const (
 // pingTimeout bounds the connectivity check in Open.
 const pingTimeout = 30 * time.Second
 
+// Waits between attempts to take the migration lock while another replica
+// holds it: short at first (a migration usually takes a moment), longer
+// while it lasts.
+const (
+	lockPollMin = 25 * time.Millisecond
+	lockPollMax = time.Second
+)
+
 // Store is the PostgreSQL backend: it implements storage.Store. Build it
 // with Open and release it with Close. It is safe for concurrent use, and
 // any number of Stores (in one process or many) may share a database.
 type Store struct {
-	db    *sql.DB
-	opts  sqlstore.Options
-	stmts stmtCache
+	db     *sql.DB
+	opts   sqlstore.Options
+	stmts  stmtCache
+	logger *slog.Logger // the background purge reports here
 
 	// seen throttles last_seen_at writes per enrollment (seenInterval).
 	seen *sqlstore.Throttle
@@ -68,8 +78,26 @@ type Store struct {
 var (
 	_ storage.Store                  = (*Store)(nil)
 	_ storage.CommandReportAndNexter = (*Store)(nil)
-	_ storage.CertAuthAssociator     = (*Store)(nil)
 )
+
+// Option configures a Store beyond its DSN and -storage-options.
+type Option func(*config)
+
+type config struct {
+	logger         *slog.Logger
+	migrateTimeout time.Duration
+}
+
+// WithLogger sets the logger the store reports to (migrations, the
+// background purge, server warnings), so its lines take the process's log
+// format; nil means slog.Default(). Every line carries storage=pgsql.
+func WithLogger(logger *slog.Logger) Option { return func(c *config) { c.logger = logger } }
+
+// WithMigrateTimeout bounds how long Open waits for the migration lock
+// (another replica migrating) and applies the migrations, default
+// sqlstore.DefaultMigrateTimeout; past it Open fails with an error wrapping
+// context.DeadlineExceeded. 0 or less keeps the default.
+func WithMigrateTimeout(d time.Duration) Option { return func(c *config) { c.migrateTimeout = d } }
 
 // Open connects to the PostgreSQL database named by dsn (a lib/pq DSN:
 // "postgres://user@host/db?sslmode=disable" or "host=… dbname=…"),
@@ -81,7 +109,15 @@ var (
 // then sends each parameterised query in one round trip instead of two.
 // Unless it sets plan_cache_mode, each connection plans every execution of
 // the prepared request-path statements afresh (see customPlans).
-func Open(dsn string, options map[string]string) (*Store, error) {
+func Open(dsn string, options map[string]string, with ...Option) (*Store, error) {
+	c := config{migrateTimeout: sqlstore.DefaultMigrateTimeout}
+	for _, opt := range with {
+		opt(&c)
+	}
+	if c.migrateTimeout <= 0 {
+		c.migrateTimeout = sqlstore.DefaultMigrateTimeout
+	}
+	logger := pmlog.Or(c.logger).With("storage", "pgsql")
 	opts, err := sqlstore.ParseOptions(options)
 	if err != nil {
 		return nil, fmt.Errorf("pgsql: %w", err)
@@ -115,13 +151,16 @@ func Open(dsn string, options map[string]string) (*Store, error) {
 		return nil, fmt.Errorf("pgsql: connecting: %w", err)
 	}
 	if opts.Migrate {
-		if err := migrate(context.Background(), db); err != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), c.migrateTimeout)
+		err := migrate(ctx, db, logger)
+		cancel()
+		if err != nil {
 			db.Close()
 			return nil, fmt.Errorf("pgsql: %w", err)
 		}
 	}
-	warnIfNoAutovacuum(db)
-	s := &Store{db: db, opts: opts, stmts: stmtCache{db: db}, seen: sqlstore.NewThrottle(seenInterval)}
+	warnIfNoAutovacuum(db, logger)
+	s := &Store{db: db, opts: opts, stmts: stmtCache{db: db}, logger: logger, seen: sqlstore.NewThrottle(seenInterval)}
 	if opts.Delete || opts.Retention > 0 {
 		ctx, stop := context.WithCancel(context.Background())
 		s.stopPurge = stop
@@ -188,12 +227,39 @@ func (c customPlans) Connect(ctx context.Context) (driver.Conn, error) {
 
 // dialect is sqlstore.Dialect for PostgreSQL: a session-level advisory
 // lock serialises replicas migrating at once.
-type dialect struct{}
+type dialect struct{ logger *slog.Logger }
 
-// Lock waits for the migration lock, held by conn's session.
-func (dialect) Lock(ctx context.Context, conn *sql.Conn) error {
-	_, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock($1)", migrateLockKey)
-	return err
+// Lock takes the migration lock for conn's session, waiting while another
+// replica holds it until ctx ends. Like the MySQL backend's GET_LOCK loop,
+// it never blocks in the server past the deadline: it asks with
+// pg_try_advisory_lock, which answers at once, and waits in between, so
+// the deadline holds even where a cancel request cannot reach the server
+// (some connection poolers).
+func (d dialect) Lock(ctx context.Context, conn *sql.Conn) error {
+	wait := lockPollMin
+	for logged := false; ; logged = true {
+		var got bool
+		err := conn.QueryRowContext(ctx, "SELECT pg_try_advisory_lock($1)", migrateLockKey).Scan(&got)
+		switch {
+		case ctx.Err() != nil:
+			return fmt.Errorf("waiting for the migration lock: %w", ctx.Err())
+		case err != nil:
+			return fmt.Errorf("pg_try_advisory_lock: %w", err)
+		case got:
+			return nil
+		}
+		if !logged {
+			d.logger.InfoContext(ctx, "waiting for the schema migration lock, held by another replica")
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return fmt.Errorf("waiting for the migration lock: %w", ctx.Err())
+		case <-timer.C:
+		}
+		wait = min(wait*2, lockPollMax)
+	}
 }
 
 // Unlock releases the migration lock.
@@ -211,14 +277,18 @@ func (dialect) Unlock(ctx context.Context, conn *sql.Conn) error {
 // Placeholder returns PostgreSQL's n-th placeholder, $n.
 func (dialect) Placeholder(n int) string { return fmt.Sprintf("$%d", n) }
 
-// migrate applies the embedded schema migrations.
-func migrate(ctx context.Context, db *sql.DB) error {
+// migrate applies the embedded schema migrations, within ctx's deadline.
+func migrate(ctx context.Context, db *sql.DB, logger *slog.Logger) error {
 	migrations, err := sqlstore.LoadMigrations(schemaFS, "schema")
 	if err != nil {
 		return err
 	}
-	if _, err := sqlstore.Migrate(ctx, db, dialect{}, migrations); err != nil {
+	applied, err := sqlstore.Migrate(ctx, db, dialect{logger: logger}, migrations)
+	if err != nil {
 		return err
+	}
+	if len(applied) > 0 {
+		logger.Info("storage schema migrated", "versions", applied)
 	}
 	return nil
 }
@@ -228,7 +298,7 @@ func migrate(ctx context.Context, db *sql.DB) error {
 // and without vacuuming their space is never reclaimed and their indexes
 // keep dead entries. The schema already asks for early vacuums of
 // command_queue; only the server setting can turn it off.
-func warnIfNoAutovacuum(db *sql.DB) {
+func warnIfNoAutovacuum(db *sql.DB, logger *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), pingTimeout)
 	defer cancel()
 	var setting string
@@ -237,7 +307,7 @@ func warnIfNoAutovacuum(db *sql.DB) {
 	}
 	if setting != "on" {
 		autovacuumWarning.Do(func() {
-			logger().Warn("PostgreSQL autovacuum is off: the command queue tables will bloat and slow down unless they are vacuumed by other means")
+			logger.Warn("PostgreSQL autovacuum is off: the command queue tables will bloat and slow down unless they are vacuumed by other means")
 		})
 	}
 }
@@ -245,7 +315,3 @@ func warnIfNoAutovacuum(db *sql.DB) {
 // autovacuumWarning makes the warning once per process, however many
 // stores it opens.
 var autovacuumWarning sync.Once
-
-// logger is where the background purge reports; the process logger once
-// the application has set it as slog's default.
-func logger() *slog.Logger { return slog.Default().With("storage", "pgsql") }

@@ -76,9 +76,9 @@ func (s *Store) purgeLoop(ctx context.Context) {
 		st, err := s.purge(ctx, time.Now())
 		switch {
 		case err != nil && ctx.Err() == nil:
-			logger().Error("purging answered commands", "err", err)
+			s.logger.Error("purging answered commands", "err", err)
 		case st.results > 0 || st.commands > 0:
-			logger().Debug("purged answered commands", "results", st.results, "commands", st.commands)
+			s.logger.Debug("purged answered commands", "results", st.results, "commands", st.commands)
 		}
 	}
 }

@@ -13,8 +13,8 @@ import (
 // BenchmarkEnrollPair times the storage work of one device enrollment —
 // its Authenticate and TokenUpdate check-ins (carrying an UnlockToken, as a
 // device channel's first TokenUpdate does) — with the cert-auth calls the
-// service chain makes around them: storage.AssociateNewCertHash, then
-// StoreAuthenticate; IsCertHashAssociated, then StoreTokenUpdate. Every
+// service chain makes around them: StoreAuthenticate carrying the
+// certificate's association; IsCertHashAssociated, then StoreTokenUpdate. Every
 // iteration is a new device, built outside the timer. Without combined,
 // the store's optional extensions are hidden (see Modes).
 func BenchmarkEnrollPair(b *testing.B, store storage.Store, combined bool) {
@@ -40,10 +40,8 @@ func BenchmarkEnrollPair(b *testing.B, store storage.Store, combined bool) {
 	for b.Loop() {
 		d := next()
 		r := d.r
-		if ours, err := storage.AssociateNewCertHash(ctx, store, d.ch.ID(), d.hash, cert.NotAfter); err != nil || !ours {
-			b.Fatalf("AssociateNewCertHash: %v, %v", ours, err)
-		}
-		if err := store.StoreAuthenticate(r, d.auth); err != nil {
+		ar := r.Clone(storage.WithCertAssociation(ctx, storage.CertAssociation{Hash: d.hash, NotAfter: cert.NotAfter}))
+		if err := store.StoreAuthenticate(ar, d.auth); err != nil {
 			b.Fatalf("Authenticate: %v", err)
 		}
 		if ok, err := store.IsCertHashAssociated(ctx, d.ch.ID(), d.hash); err != nil || !ok {

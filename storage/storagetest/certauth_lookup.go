@@ -77,14 +77,16 @@ func RunCertAuthLookup(t *testing.T, store storage.Store) {
 		}
 	})
 
-	t.Run("SharedHashLowestID", func(t *testing.T) {
-		// Cert-auth refuses this at Authenticate, but a store may still
-		// hold it (migrated data); the answer must be deterministic.
+	t.Run("HashHasOneOwner", func(t *testing.T) {
+		// A certificate is one enrollment's: associating it with a second
+		// one leaves it with the first.
 		hash := RandomCertHash()
-		base := NewUUID()
-		high, low := base+"-b", base+"-a"
-		associate(high, hash)
-		associate(low, hash)
-		wantID("hash shared by two IDs", hash, low)
+		first, second := NewUUID(), NewUUID()
+		associate(first, hash)
+		associate(second, hash)
+		wantID("hash associated twice", hash, first)
+		if ok, err := store.IsCertHashAssociated(ctx, second, hash); err != nil || ok {
+			t.Fatalf("IsCertHashAssociated(second owner) = %v, %v; want false", ok, err)
+		}
 	})
 }

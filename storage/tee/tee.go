@@ -135,24 +135,11 @@ func (s *Store) AssociateCertHash(ctx context.Context, id, hash string, notAfter
 	})
 }
 
-// AssociateNewCertHash implements storage.CertAuthAssociator, so the
-// primary's one-round-trip decision is kept. When the primary accepts the
-// hash, the association is copied to the others (an upsert, harmless where
-// it exists); a refusal writes nothing anywhere. A primary without it gets
-// the steps, each write copied as before.
-func (s *Store) AssociateNewCertHash(ctx context.Context, id, hash string, notAfter time.Time) (bool, error) {
-	fast, ok := s.Store.(storage.CertAuthAssociator)
-	if !ok {
-		return storage.AssociateNewCertHashInSteps(ctx, s, id, hash, notAfter)
-	}
-	ours, err := fast.AssociateNewCertHash(ctx, id, hash, notAfter)
-	if err != nil || !ours {
-		return ours, err
-	}
-	s.copyTo(ctx, "AssociateCertHash", nil, func(o storage.Store) error {
-		return o.AssociateCertHash(ctx, id, hash, notAfter)
+// DeleteCertHash implements storage.CertAuthInspector.
+func (s *Store) DeleteCertHash(ctx context.Context, id, hash string) error {
+	return s.copyTo(ctx, "DeleteCertHash", s.Store.DeleteCertHash(ctx, id, hash), func(o storage.Store) error {
+		return o.DeleteCertHash(ctx, id, hash)
 	})
-	return true, nil
 }
 
 // InvalidatePushToken implements storage.PushTokenStore.

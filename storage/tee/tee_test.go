@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/picomdm/picomdm/mdm"
 	"github.com/picomdm/picomdm/storage"
@@ -175,39 +174,40 @@ func TestReportAndNext(t *testing.T) {
 	})
 }
 
-// The tee keeps its primary's one-call cert-auth decision; an accepted
-// hash is copied to the others, a refused one is written nowhere.
-func TestAssociateNewCertHash(t *testing.T) {
-	for _, tc := range []struct {
-		name    string
-		primary func(storage.Store) storage.Store
-	}{
-		{"OneCall", func(s storage.Store) storage.Store { return s }},
-		{"InSteps", func(s storage.Store) storage.Store { return twoCalls{s} }},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			ctx := context.Background()
-			primary, secondary := inmem.New(), inmem.New()
-			s := New(tc.primary(primary), []storage.Store{secondary}, nil)
-			if _, ok := any(s).(storage.CertAuthAssociator); !ok {
-				t.Fatal("the tee hides the one-call decision")
-			}
-			for _, step := range []struct {
-				id   string
-				want bool
-			}{{"a", true}, {"a", true}, {"b", false}} {
-				if ours, err := storage.AssociateNewCertHash(ctx, s, step.id, "hash", time.Time{}); err != nil || ours != step.want {
-					t.Fatalf("AssociateNewCertHash(%s) = %v, %v; want %v", step.id, ours, err, step.want)
-				}
-			}
-			for name, st := range map[string]storage.Store{"primary": primary, "secondary": secondary} {
-				if ok, _ := st.IsCertHashAssociated(ctx, "a", "hash"); !ok {
-					t.Errorf("%s: accepted hash not associated", name)
-				}
-				if ok, _ := st.IsCertHashAssociated(ctx, "b", "hash"); ok {
-					t.Errorf("%s: refused hash associated", name)
-				}
-			}
-		})
+// The cert-auth association an Authenticate carries is made on every
+// backend; one the primary refuses is written nowhere; a removed
+// certificate is removed everywhere.
+func TestCertAssociation(t *testing.T) {
+	ctx := context.Background()
+	primary, secondary := inmem.New(), inmem.New()
+	s := New(primary, []storage.Store{secondary}, nil)
+	authenticate := func(d *storagetest.Channel) error {
+		t.Helper()
+		r := d.Request()
+		r.Context = storage.WithCertAssociation(ctx, storage.CertAssociation{Hash: "hash"})
+		return s.StoreAuthenticate(r, d.Authenticate())
+	}
+	a, b := storagetest.NewDevice(), storagetest.NewDevice()
+	if err := authenticate(a); err != nil {
+		t.Fatal(err)
+	}
+	if err := authenticate(b); !errors.Is(err, storage.ErrCertHashInUse) {
+		t.Fatalf("second owner: %v, want ErrCertHashInUse", err)
+	}
+	for name, st := range map[string]storage.Store{"primary": primary, "secondary": secondary} {
+		if ok, _ := st.IsCertHashAssociated(ctx, a.ID(), "hash"); !ok {
+			t.Errorf("%s: accepted hash not associated", name)
+		}
+		if ok, _ := st.IsCertHashAssociated(ctx, b.ID(), "hash"); ok {
+			t.Errorf("%s: refused hash associated", name)
+		}
+	}
+	if err := s.DeleteCertHash(ctx, a.ID(), "hash"); err != nil {
+		t.Fatal(err)
+	}
+	for name, st := range map[string]storage.Store{"primary": primary, "secondary": secondary} {
+		if ok, _ := st.IsCertHashAssociated(ctx, a.ID(), "hash"); ok {
+			t.Errorf("%s: deleted hash still associated", name)
+		}
 	}
 }

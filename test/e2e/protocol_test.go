@@ -275,6 +275,12 @@ func TestCheckinStatusCodes(t *testing.T) {
 		if got := statusOf(t, err); got != http.StatusGone {
 			t.Fatalf("UserAuthenticate: %d, want 410", got)
 		}
+		// One that carries a DigestResponse is answered 200 empty without
+		// -ua-zl-dc too, as NanoMDM answers it.
+		body, err := d.UserChannel("NETUSER", "net", "Net User").UserAuthenticate(c, "digest-response")
+		if err != nil || len(body) != 0 {
+			t.Fatalf("UserAuthenticate with a DigestResponse: %q %v; want 200 empty", body, err)
+		}
 	})
 	t.Run("UserAuthenticate zero-length digest challenge", func(t *testing.T) {
 		s := startServer(t, "-ua-zl-dc")

@@ -47,6 +47,7 @@ import (
 	"github.com/picomdm/picomdm/storage"
 	"github.com/picomdm/picomdm/storage/backends"
 	"github.com/picomdm/picomdm/storage/tee"
+	"golang.org/x/net/netutil"
 )
 
 // Version is the build's version, set with -ldflags "-X ...app.Version=...".
@@ -69,10 +70,24 @@ type App struct {
 	draining atomic.Bool
 }
 
-// MaxHeaderBytes bounds a request's header block, URL included. The API
-// names enrollment IDs in the path (/v1/enqueue/ID,ID,…), so it is 8 MiB
-// rather than Go's 1 MiB: one call can reach 100,000+ enrollments.
-const MaxHeaderBytes = 8 << 20
+// MaxHeaderBytes bounds a request's header block, URL included, on every
+// listener: Go's default of 1 MiB, so that no client that has not
+// authenticated can make the server hold more than about that per
+// connection (an Mdm-Signature is a few KiB). The path form of the API
+// (/v1/enqueue/ID,ID,…) so names some tens of thousands of enrollments at
+// most; a larger call lists them in the request body instead.
+const MaxHeaderBytes = http.DefaultMaxHeaderBytes
+
+// DefaultMaxConns is the default of -max-conns: the connections -listen
+// serves at once. Behind a load balancer that pools its connections a
+// replica sees a few hundred; each may hold up to MaxHeaderBytes of
+// headers plus -max-body-bytes of body, so the cap bounds memory at a
+// level a server can afford, and file descriptors below common limits.
+const DefaultMaxConns = 10000
+
+// readHeaderTimeout is how long a client may take to send its request
+// headers, on every listener (slow-header clients hold a connection).
+const readHeaderTimeout = 10 * time.Second
 
 // errVersionPrinted makes Main exit 0 after -version, errHealthy after a
 // passing -healthcheck.
@@ -130,7 +145,7 @@ func (a *App) openStores() (storage.Store, error) {
 	cfg := a.Config
 	var stores []storage.Store
 	for i, name := range cfg.Storage {
-		store, closer, err := backends.Open(name, cfg.StorageDSN[i], cfg.StorageOptions[i])
+		store, closer, err := backends.Open(name, cfg.StorageDSN[i], cfg.StorageOptions[i], backends.WithLogger(a.Logger))
 		if err != nil {
 			return nil, err
 		}
@@ -147,6 +162,9 @@ func (a *App) openStores() (storage.Store, error) {
 
 func (a *App) wire(stdout io.Writer) error {
 	cfg := a.Config
+	if cfg.MaxConns < 0 {
+		return fmt.Errorf("-max-conns %d: want 0 (unlimited) or more", cfg.MaxConns)
+	}
 	store, err := a.openStores()
 	if err != nil {
 		return err
@@ -211,7 +229,10 @@ func (a *App) wire(stdout io.Writer) error {
 		if u, err := url.Parse(cfg.WebhookURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return fmt.Errorf("-webhook-url %q: want an http(s) URL", cfg.WebhookURL)
 		}
-		whOpts := []webhook.Option{webhook.WithLogger(a.Logger), webhook.WithRetryFor(cfg.WebhookRetryFor)}
+		if cfg.WebhookQueueBytes <= 0 {
+			return fmt.Errorf("-webhook-queue-bytes %d: must be positive", cfg.WebhookQueueBytes)
+		}
+		whOpts := []webhook.Option{webhook.WithLogger(a.Logger), webhook.WithRetryFor(cfg.WebhookRetryFor), webhook.WithQueueBytes(cfg.WebhookQueueBytes)}
 		if cfg.WebhookHMACKey != "" {
 			whOpts = append(whOpts, webhook.WithHMACKey([]byte(cfg.WebhookHMACKey)))
 		}
@@ -341,8 +362,14 @@ func (a *App) wire(stdout io.Writer) error {
 		a.handle(mux, "/v1/pushcert", authed(api.PushCertHandler(store, a.Logger)))
 		a.handle(mux, "/v1/pushcerts", authed(api.PushCertsHandler(store, a.Logger)))
 		a.handle(mux, "/v1/escrowkeyunlock", authed(api.EscrowKeyUnlockHandler(store, cfg.EscrowKeyUnlockURL, appleClient, a.Logger)))
-		a.handle(mux, "/v1/enqueue/", authed(http.StripPrefix("/v1/enqueue/", api.EnqueueHandler(store, pusher, a.Logger))))
-		a.handle(mux, "/v1/push/", authed(http.StripPrefix("/v1/push/", api.PushHandler(pusher, a.Logger))))
+		// NanoMDM's path form (/v1/enqueue/ID,ID) and the body form
+		// (POST /v1/enqueue with {"targets": […]}), one handler each.
+		enqueue := api.EnqueueHandler(store, pusher, a.Logger, api.WithMaxIDs(cfg.MaxIDs))
+		a.handle(mux, "/v1/enqueue", authed(http.StripPrefix("/v1/enqueue", enqueue)))
+		a.handle(mux, "/v1/enqueue/", authed(http.StripPrefix("/v1/enqueue/", enqueue)))
+		pushes := api.PushHandler(pusher, a.Logger, api.WithMaxIDs(cfg.MaxIDs))
+		a.handle(mux, "/v1/push", authed(http.StripPrefix("/v1/push", pushes)))
+		a.handle(mux, "/v1/push/", authed(http.StripPrefix("/v1/push/", pushes)))
 		inspection := api.InspectionRoutes(store, a.Logger)
 		for _, pattern := range slices.Sorted(maps.Keys(inspection)) {
 			a.handle(mux, pattern, authed(inspection[pattern]))
@@ -419,14 +446,18 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	cfg := a.Config
 	srv := &http.Server{
 		Handler:           a.handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		// The API takes enrollment IDs in the path: 8 MiB lets one
-		// enqueue or push name 100,000+ IDs (Go's default is 1 MiB).
-		MaxHeaderBytes: MaxHeaderBytes,
-		ReadTimeout:    cfg.ReadTimeout,
-		WriteTimeout:   cfg.WriteTimeout,
-		IdleTimeout:    cfg.IdleTimeout,
-		ErrorLog:       slog.NewLogLogger(a.Logger.Handler(), slog.LevelWarn),
+		ReadHeaderTimeout: readHeaderTimeout,
+		MaxHeaderBytes:    MaxHeaderBytes,
+		ReadTimeout:       cfg.ReadTimeout,
+		WriteTimeout:      cfg.WriteTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		ErrorLog:          slog.NewLogLogger(a.Logger.Handler(), slog.LevelWarn),
+	}
+	if cfg.MaxConns > 0 {
+		// Past the cap, connections wait in the kernel's accept queue
+		// until one closes, rather than each costing a goroutine and
+		// buffers.
+		ln = netutil.LimitListener(ln, cfg.MaxConns)
 	}
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
@@ -444,7 +475,12 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		}
-		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		msrv := &http.Server{
+			Handler:           mux,
+			ReadHeaderTimeout: readHeaderTimeout,
+			MaxHeaderBytes:    MaxHeaderBytes,
+			ErrorLog:          slog.NewLogLogger(a.Logger.Handler(), slog.LevelWarn),
+		}
 		go func() {
 			if err := msrv.Serve(mln); !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("metrics listener: %w", err)

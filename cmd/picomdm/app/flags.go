@@ -40,6 +40,7 @@ type Config struct {
 	WebhookURL         string
 	WebhookHMACKey     string
 	WebhookRetryFor    time.Duration
+	WebhookQueueBytes  int64
 	DM                 string
 	DMSendHMACKey      string
 	DMRecvHMACKey      string
@@ -52,6 +53,8 @@ type Config struct {
 	PushExpiration     time.Duration
 	LogFormat          string
 	MaxBodyBytes       int64
+	MaxIDs             int
+	MaxConns           int
 	ReadTimeout        time.Duration
 	WriteTimeout       time.Duration
 	IdleTimeout        time.Duration
@@ -95,6 +98,7 @@ func newFlagSet(cfg *Config, output io.Writer) *flag.FlagSet {
 	fs.StringVar(&cfg.WebhookURL, "webhook-url", "", "URL to POST MicroMDM-compatible webhook events to")
 	fs.StringVar(&cfg.WebhookHMACKey, "webhook-hmac-key", "", "key to sign webhook events with (X-Hmac-Signature: base64 HMAC-SHA256 of the body)")
 	fs.DurationVar(&cfg.WebhookRetryFor, "webhook-retry-for", webhook.DefaultRetryFor, "how long a failing webhook event is retried before it is dropped")
+	fs.Int64Var(&cfg.WebhookQueueBytes, "webhook-queue-bytes", webhook.DefaultQueueBytes, "most bytes of webhook events held in memory awaiting delivery; events that do not fit are dropped")
 	fs.StringVar(&cfg.DM, "dm", "", "URL to forward Declarative Management check-ins to")
 	fs.StringVar(&cfg.DMSendHMACKey, "dm-send-hmac-key", "", "sign requests to -dm with X-Hmac-Signature (HMAC-SHA256)")
 	fs.StringVar(&cfg.DMRecvHMACKey, "dm-recv-hmac-key", "", "require a valid X-Hmac-Signature on -dm answers")
@@ -108,6 +112,8 @@ func newFlagSet(cfg *Config, output io.Writer) *flag.FlagSet {
 	fs.BoolVar(&cfg.Dev, "dev", false, "development mode: without -ca, create a throw-away device CA and API key under the storage directory (NOT for production)")
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log format: text or json")
 	fs.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 4<<20, "largest request body accepted, in bytes")
+	fs.IntVar(&cfg.MaxIDs, "max-ids", api.DefaultMaxIDs, "most enrollment IDs one /v1/enqueue or /v1/push call may name (more: 400)")
+	fs.IntVar(&cfg.MaxConns, "max-conns", DefaultMaxConns, "most connections -listen serves at once; more wait to be accepted (0: unlimited)")
 	fs.DurationVar(&cfg.ReadTimeout, "read-timeout", 60*time.Second, "HTTP server read timeout")
 	fs.DurationVar(&cfg.WriteTimeout, "write-timeout", 60*time.Second, "HTTP server write timeout")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", 120*time.Second, "HTTP server idle (keep-alive) timeout")

@@ -9,7 +9,14 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
+
+// DefaultMigrateTimeout bounds how long a backend's Open waits for the
+// migration lock (another replica migrating) and applies its own
+// migrations. A replica that cannot migrate in that time fails to start
+// with an error instead of hanging.
+const DefaultMigrateTimeout = 10 * time.Minute
 
 // Migration is one versioned schema change: a file NNNN_name.sql.
 type Migration struct {

@@ -4,13 +4,13 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"github.com/picomdm/picomdm/test/logtest"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
 	picohttp "github.com/picomdm/picomdm/http"
@@ -194,7 +194,7 @@ func TestEnqueueBodyForm(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			store := &fakeStore{idErrs: map[string]error{"unknown": storage.ErrNotFound}}
 			pusher := &fakePusher{}
-			var logs syncBuffer
+			var logs logtest.Buffer
 			logger := slog.New(slog.NewTextHandler(&logs, nil))
 			contentType := tc.contentType
 			if contentType == "" {
@@ -371,22 +371,4 @@ type watchedBody struct {
 func (b *watchedBody) Read(p []byte) (int, error) {
 	b.read = true
 	return b.Reader.Read(p)
-}
-
-// syncBuffer is a goroutine-safe buffer for log output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/picomdm/picomdm/test/logtest"
 	"io"
 	"log/slog"
 	"net/http"
@@ -250,7 +251,7 @@ func (f *fixture) orphan(t *testing.T) *testpki.Identity {
 // and gets it back when it is enabled again; the refusal is logged with
 // its enrollment ID.
 func TestDisabledEnrollment(t *testing.T) {
-	var logs syncBuffer
+	var logs logtest.Buffer
 	f := newFixture(t, "", authproxy.WithLogger(textLogger(t, &logs)))
 	if resp := f.do(t, http.MethodGet, "/authproxy/x", f.device, nil, nil); resp.StatusCode != http.StatusTeapot {
 		t.Fatalf("enabled: %d", resp.StatusCode)
@@ -378,24 +379,6 @@ func textLogger(t *testing.T, w io.Writer) *slog.Logger {
 		t.Fatal(err)
 	}
 	return logger
-}
-
-// syncBuffer is a goroutine-safe log buffer.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestWithoutMiddleware(t *testing.T) {

@@ -81,6 +81,14 @@ func newConfig(opts []Option) *config {
 
 // identity returns the request's identity certificate, verified.
 func (c *config) identity(r *http.Request, body []byte) (*x509.Certificate, error) {
+	return c.verified(r, func(header string) (*x509.Certificate, error) {
+		return auth.SignatureCert(header, body)
+	})
+}
+
+// verified takes the certificate from the cert header, or else from the
+// Mdm-Signature header with fromSignature, and passes it to the verifier.
+func (c *config) verified(r *http.Request, fromSignature func(header string) (*x509.Certificate, error)) (*x509.Certificate, error) {
 	var (
 		cert *x509.Certificate
 		err  error
@@ -88,7 +96,7 @@ func (c *config) identity(r *http.Request, body []byte) (*x509.Certificate, erro
 	if c.certHeader != "" {
 		cert, err = auth.HeaderCert(r.Header.Get(c.certHeader))
 	} else {
-		cert, err = auth.SignatureCert(r.Header.Get(auth.SignatureHeader), body)
+		cert, err = fromSignature(r.Header.Get(auth.SignatureHeader))
 	}
 	if err != nil {
 		return nil, err
@@ -104,19 +112,8 @@ func (c *config) identity(r *http.Request, body []byte) (*x509.Certificate, erro
 // signature itself needs the whole body and is checked by identity).
 func (c *config) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	return picohttp.ReadBodyAuthenticated(w, r, c.maxBody, func() error {
-		var (
-			cert *x509.Certificate
-			err  error
-		)
-		if c.certHeader != "" {
-			cert, err = auth.HeaderCert(r.Header.Get(c.certHeader))
-		} else {
-			cert, err = auth.SignatureSigner(r.Header.Get(auth.SignatureHeader))
-		}
-		if err != nil {
-			return err
-		}
-		return c.verifier.Verify(cert)
+		_, err := c.verified(r, auth.SignatureSigner)
+		return err
 	})
 }
 

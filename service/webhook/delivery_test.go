@@ -8,10 +8,10 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"github.com/picomdm/picomdm/test/logtest"
 	"log/slog"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -81,7 +81,7 @@ func TestTokenUpdateTallyAfterCore(t *testing.T) {
 
 func TestTallyErrorOmitsTally(t *testing.T) {
 	rc := newReceiver(t)
-	var logs syncBuffer
+	var logs logtest.Buffer
 	w := newTestWebhook(t, rc.URL(), &tallies{err: errNoTally}, WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	send(t, w, nil, map[string]any{"MessageType": "TokenUpdate", "UDID": deviceUDID, "Topic": "t", "PushMagic": "M", "Token": []byte("t")})
 	d := rc.waitDeliveries(t, 1)[0]
@@ -193,7 +193,7 @@ func TestQueueBytesBound(t *testing.T) {
 	const bound = 64 << 10
 	rc := newReceiver(t)
 	rc.fail.Store(true)
-	var logs syncBuffer
+	var logs logtest.Buffer
 	w := newTestWebhook(t, rc.URL(), nil, WithQueueBytes(bound), WithWorkers(1), WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 
 	// A watcher samples the bytes held while events pour in.
@@ -311,7 +311,7 @@ func TestRefusedRequestEmitsNoEvent(t *testing.T) {
 func TestQueueFullDrops(t *testing.T) {
 	rc := newReceiver(t)
 	rc.block = make(chan struct{})
-	var logs syncBuffer
+	var logs logtest.Buffer
 	w := newTestWebhook(t, rc.URL(), nil, WithQueueSize(3), WithWorkers(1), WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	send(t, w, nil, report(deviceUDID, "Idle", ""))
 	waitFor(t, "the first event in flight", func() bool { return rc.attempts.Load() == 1 })
@@ -349,7 +349,7 @@ func TestSlowReceiverRetried(t *testing.T) {
 func TestGivesUpAfterRetryFor(t *testing.T) {
 	rc := newReceiver(t)
 	rc.fail.Store(true)
-	var logs syncBuffer
+	var logs logtest.Buffer
 	w := newTestWebhook(t, rc.URL(), nil, WithRetryFor(100*time.Millisecond), WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	send(t, w, nil, report(deviceUDID, "Idle", ""))
 	waitFor(t, "the event dropped", func() bool { return w.Stats().Dropped == 1 })
@@ -444,22 +444,4 @@ func TestNewRefusesWiringMistakes(t *testing.T) {
 			f()
 		})
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the workers' concurrent logging.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -2,11 +2,11 @@ package mysql
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"time"
 
 	"github.com/picomdm/picomdm/storage"
+	"github.com/picomdm/picomdm/storage/internal/sqlstore"
 )
 
 // exists runs a SELECT EXISTS(…) query.
@@ -66,40 +66,11 @@ ON DUPLICATE KEY UPDATE not_after = IF(id = VALUES(id), VALUES(not_after), not_a
 
 // RetrieveCertHashes implements storage.CertAuthInspector. PRIMARY prefix.
 func (s *Store) RetrieveCertHashes(ctx context.Context, id string) ([]storage.CertHashInfo, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT sha256, not_after, created_at FROM cert_auth_associations
+	return sqlstore.RetrieveCertHashes(ctx, s.db, `SELECT sha256, not_after, created_at FROM cert_auth_associations
 WHERE id = ? ORDER BY created_at, sha256`, id)
-	if err != nil {
-		return nil, fmt.Errorf("cert hashes of %q: %w", id, err)
-	}
-	defer rows.Close()
-	out := []storage.CertHashInfo{}
-	for rows.Next() {
-		var (
-			info     storage.CertHashInfo
-			notAfter sql.NullTime
-		)
-		if err := rows.Scan(&info.Hash, &notAfter, &info.AssociatedAt); err != nil {
-			return nil, fmt.Errorf("cert hashes of %q: %w", id, err)
-		}
-		info.NotAfter = notAfter.Time
-		out = append(out, info)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("cert hashes of %q: %w", id, err)
-	}
-	return out, nil
 }
 
 // DeleteCertHash implements storage.CertAuthInspector. PRIMARY.
 func (s *Store) DeleteCertHash(ctx context.Context, id, hash string) error {
-	res, err := s.exec(ctx, `DELETE FROM cert_auth_associations WHERE id = ? AND sha256 = ?`, id, hash)
-	if err != nil {
-		return fmt.Errorf("deleting cert hash %s of %q: %w", hash, id, err)
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return fmt.Errorf("deleting cert hash %s of %q: %w", hash, id, err)
-	} else if n == 0 {
-		return fmt.Errorf("cert hash %s of %q: %w", hash, id, storage.ErrNotFound)
-	}
-	return nil
+	return sqlstore.DeleteCertHash(ctx, s.db, `DELETE FROM cert_auth_associations WHERE id = ? AND sha256 = ?`, id, hash)
 }

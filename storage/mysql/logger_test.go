@@ -1,13 +1,11 @@
 package mysql
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
+	"github.com/picomdm/picomdm/test/logtest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,48 +15,7 @@ import (
 	"github.com/picomdm/picomdm/test/sqltest"
 )
 
-// logBuffer collects JSON log lines; safe for concurrent writers.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// lines decodes every line written so far; a line that is not JSON fails
-// the test.
-func (b *logBuffer) lines(t *testing.T) []map[string]any {
-	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []map[string]any
-	dec := json.NewDecoder(bytes.NewReader(b.buf.Bytes()))
-	for dec.More() {
-		var line map[string]any
-		if err := dec.Decode(&line); err != nil {
-			t.Fatalf("log output is not JSON lines: %v\n%s", err, b.buf.String())
-		}
-		out = append(out, line)
-	}
-	return out
-}
-
-// find returns the first line with message msg, or nil.
-func (b *logBuffer) find(t *testing.T, msg string) map[string]any {
-	t.Helper()
-	for _, line := range b.lines(t) {
-		if line["msg"] == msg {
-			return line
-		}
-	}
-	return nil
-}
-
-func jsonLogger(t *testing.T, b *logBuffer) Option {
+func jsonLogger(t *testing.T, b *logtest.Buffer) Option {
 	t.Helper()
 	logger, err := pmlog.New(b, "json", true)
 	if err != nil {
@@ -73,7 +30,7 @@ func jsonLogger(t *testing.T, b *logBuffer) Option {
 // storage=mysql.
 func TestLogsThroughGivenLogger(t *testing.T) {
 	ctx := context.Background()
-	var logs logBuffer
+	var logs logtest.Buffer
 	dsn := sqltest.MySQL(t)
 	// One connection, so the one killed below is the one reused.
 	s, err := Open(dsn, map[string]string{"max_open_conns": "1"}, jsonLogger(t, &logs))
@@ -81,9 +38,9 @@ func TestLogsThroughGivenLogger(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	line := logs.find(t, "storage schema migrated")
+	line := logs.Find(t, "storage schema migrated")
 	if line == nil || line["storage"] != "mysql" || line["versions"] == nil {
-		t.Fatalf("migration line %v, want one with storage=mysql and the versions applied: %v", line, logs.lines(t))
+		t.Fatalf("migration line %v, want one with storage=mysql and the versions applied: %v", line, logs.Lines(t))
 	}
 
 	// The server drops the store's idle connection: the driver notices
@@ -101,16 +58,16 @@ func TestLogsThroughGivenLogger(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for logs.find(t, "mysql driver") == nil {
+	for logs.Find(t, "mysql driver") == nil {
 		if time.Now().After(deadline) {
-			t.Fatalf("no driver line in the given logger: %v", logs.lines(t))
+			t.Fatalf("no driver line in the given logger: %v", logs.Lines(t))
 		}
 		// Each query reuses the connection until the driver has seen it
 		// is gone (then database/sql opens a fresh one).
 		var one int
 		s.db.QueryRowContext(ctx, "SELECT 1").Scan(&one)
 	}
-	line = logs.find(t, "mysql driver")
+	line = logs.Find(t, "mysql driver")
 	if line["storage"] != "mysql" || line["detail"] == "" {
 		t.Errorf("driver line %v, want storage=mysql and the driver's message", line)
 	}
@@ -143,7 +100,7 @@ func TestMigrationGivesUpAtDeadline(t *testing.T) {
 	}
 
 	const deadline = 300 * time.Millisecond
-	var logs logBuffer
+	var logs logtest.Buffer
 	start := time.Now()
 	s, err := Open(dsn, nil, WithMigrateTimeout(deadline), jsonLogger(t, &logs))
 	elapsed := time.Since(start)
@@ -160,8 +117,8 @@ func TestMigrationGivesUpAtDeadline(t *testing.T) {
 	if strings.Contains(err.Error(), "schema_migrations") {
 		t.Errorf("Open got past the lock: %v", err)
 	}
-	if logs.find(t, "waiting for the schema migration lock, held by another replica") == nil {
-		t.Errorf("the wait was not logged: %v", logs.lines(t))
+	if logs.Find(t, "waiting for the schema migration lock, held by another replica") == nil {
+		t.Errorf("the wait was not logged: %v", logs.Lines(t))
 	}
 
 	if _, err := holder.ExecContext(ctx, "SELECT RELEASE_LOCK(?)", lock); err != nil {

@@ -2,11 +2,11 @@ package pgsql
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"time"
 
 	"github.com/picomdm/picomdm/storage"
+	"github.com/picomdm/picomdm/storage/internal/sqlstore"
 )
 
 // Certificate-hash associations. Indexes: cert_auth_associations primary
@@ -73,39 +73,10 @@ const (
 
 // RetrieveCertHashes implements storage.CertAuthInspector.
 func (s *Store) RetrieveCertHashes(ctx context.Context, id string) ([]storage.CertHashInfo, error) {
-	rows, err := s.db.QueryContext(ctx, retrieveCertHashesSQL, id)
-	if err != nil {
-		return nil, fmt.Errorf("cert hashes of %q: %w", id, err)
-	}
-	defer rows.Close()
-	out := []storage.CertHashInfo{}
-	for rows.Next() {
-		var (
-			info     storage.CertHashInfo
-			notAfter sql.NullTime
-		)
-		if err := rows.Scan(&info.Hash, &notAfter, &info.AssociatedAt); err != nil {
-			return nil, fmt.Errorf("cert hashes of %q: %w", id, err)
-		}
-		info.NotAfter = notAfter.Time
-		out = append(out, info)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("cert hashes of %q: %w", id, err)
-	}
-	return out, nil
+	return sqlstore.RetrieveCertHashes(ctx, s.db, retrieveCertHashesSQL, id)
 }
 
 // DeleteCertHash implements storage.CertAuthInspector.
 func (s *Store) DeleteCertHash(ctx context.Context, id, hash string) error {
-	res, err := s.db.ExecContext(ctx, deleteCertHashSQL, id, hash)
-	if err != nil {
-		return fmt.Errorf("deleting cert hash %s of %q: %w", hash, id, err)
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return fmt.Errorf("deleting cert hash %s of %q: %w", hash, id, err)
-	} else if n == 0 {
-		return fmt.Errorf("cert hash %s of %q: %w", hash, id, storage.ErrNotFound)
-	}
-	return nil
+	return sqlstore.DeleteCertHash(ctx, s.db, deleteCertHashSQL, id, hash)
 }

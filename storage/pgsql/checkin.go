@@ -15,52 +15,35 @@ import (
 // atomically in one statement: upsert the device (bootstrap token
 // cleared), disable its channels with their tallies reset, and delete
 // their pending commands (NotNow'd ones included).
+//
+// With a cert-auth association ($6 hash, $7 expiry; NULL without one, as
+// for migration) the hash is upserted first: on the unique
+// cert_auth_associations_sha256_key it stays another enrollment's (no row
+// comes back from assoc), and every other write is gated on ok, so a
+// refused Authenticate writes nothing. A concurrent statement inserting
+// the same hash waits on the index entry and then takes the conflict
+// branch. The device's other certificates are retired (primary key
+// prefix). The answer is ok: whether the Authenticate was stored.
+//
 // Indexes: devices primary key; enrollments_device_id (and the primary key
 // for a user channel's own ID); command_queue_next for the deletes — the
 // IDs are handed over as an array so the planner probes the index per
 // channel instead of considering a scan of the whole queue.
 const authenticateSQL = `
-WITH device AS (
-    INSERT INTO devices AS d (id, serial_number, identity_cert, identity_cert_not_after, authenticate, authenticated_at)
-    VALUES ($1, $2, $3::bytea, $4::timestamptz, $5::bytea, now())
-    ON CONFLICT (id) DO UPDATE SET
-        serial_number           = EXCLUDED.serial_number,
-        identity_cert           = COALESCE(EXCLUDED.identity_cert, d.identity_cert),
-        identity_cert_not_after = COALESCE(EXCLUDED.identity_cert_not_after, d.identity_cert_not_after),
-        authenticate            = EXCLUDED.authenticate,
-        authenticated_at        = EXCLUDED.authenticated_at,
-        bootstrap_token         = NULL,
-        bootstrap_token_at      = NULL,
-        updated_at              = now()
-), channels AS (
-    UPDATE enrollments
-    SET enabled = FALSE, token_update_tally = 0, last_seen_at = now(), updated_at = now()
-    WHERE device_id = $1 OR id = $1
-    RETURNING id
-)
-DELETE FROM command_queue WHERE id = ANY (ARRAY(SELECT id FROM channels))`
-
-// authenticateWithCertSQL is authenticateSQL with cert-auth's association
-// ($6 hash, $7 expiry) in the same statement. The hash is upserted first:
-// on the unique cert_auth_associations_sha256_key it stays another
-// enrollment's (no row comes back from assoc), and every other write is
-// gated on assoc, so a refused Authenticate writes nothing. A concurrent
-// statement inserting the same hash waits on the index entry and then
-// takes the conflict branch. The device's other certificates are retired
-// (primary key prefix). The answer is whether the hash is now the device's.
-const authenticateWithCertSQL = `
 WITH assoc AS (
     INSERT INTO cert_auth_associations AS c (id, sha256, not_after)
-    VALUES ($1, $6, $7::timestamptz)
+    SELECT $1, $6, $7::timestamptz WHERE $6::text IS NOT NULL
     ON CONFLICT (sha256) DO UPDATE SET not_after = EXCLUDED.not_after, updated_at = now()
     WHERE c.id = EXCLUDED.id
     RETURNING 1
+), ok AS (
+    SELECT $6::text IS NULL OR EXISTS (SELECT 1 FROM assoc) AS ok
 ), retired AS (
     DELETE FROM cert_auth_associations
     WHERE id = $1 AND sha256 <> $6 AND EXISTS (SELECT 1 FROM assoc)
 ), device AS (
     INSERT INTO devices AS d (id, serial_number, identity_cert, identity_cert_not_after, authenticate, authenticated_at)
-    SELECT $1, $2, $3::bytea, $4::timestamptz, $5::bytea, now() WHERE EXISTS (SELECT 1 FROM assoc)
+    SELECT $1, $2, $3::bytea, $4::timestamptz, $5::bytea, now() FROM ok WHERE ok.ok
     ON CONFLICT (id) DO UPDATE SET
         serial_number           = EXCLUDED.serial_number,
         identity_cert           = COALESCE(EXCLUDED.identity_cert, d.identity_cert),
@@ -73,12 +56,12 @@ WITH assoc AS (
 ), channels AS (
     UPDATE enrollments
     SET enabled = FALSE, token_update_tally = 0, last_seen_at = now(), updated_at = now()
-    WHERE (device_id = $1 OR id = $1) AND EXISTS (SELECT 1 FROM assoc)
+    WHERE (device_id = $1 OR id = $1) AND (SELECT ok FROM ok)
     RETURNING id
 ), cleared AS (
     DELETE FROM command_queue WHERE id = ANY (ARRAY(SELECT id FROM channels))
 )
-SELECT EXISTS (SELECT 1 FROM assoc)`
+SELECT ok FROM ok`
 
 // StoreAuthenticate implements storage.CheckinStore.
 func (s *Store) StoreAuthenticate(r *mdm.Request, msg *mdm.Authenticate) error {
@@ -89,21 +72,23 @@ func (s *Store) StoreAuthenticate(r *mdm.Request, msg *mdm.Authenticate) error {
 		notAfter = &r.Certificate.NotAfter
 	}
 	ctx := r.Context
-	args := []any{r.ID, msg.SerialNumber, certDER, notAfter, msg.RawBytes()}
+	var (
+		hash         *string
+		certNotAfter *time.Time
+	)
 	if a, ok := storage.CertAssociationFrom(ctx); ok {
-		var certNotAfter *time.Time
+		hash = &a.Hash
 		if !a.NotAfter.IsZero() {
 			certNotAfter = &a.NotAfter
 		}
-		var associated bool
-		if err := s.queryRow(ctx, authenticateWithCertSQL, append(args, a.Hash, certNotAfter), &associated); err != nil {
-			return fmt.Errorf("storing Authenticate of %q: %w", r.ID, err)
-		}
-		if !associated {
-			return fmt.Errorf("storing Authenticate of %q: %w", r.ID, storage.ErrCertHashInUse)
-		}
-	} else if err := s.exec(ctx, authenticateSQL, args...); err != nil {
+	}
+	var stored bool
+	err := s.queryRow(ctx, authenticateSQL, []any{r.ID, msg.SerialNumber, certDER, notAfter, msg.RawBytes(), hash, certNotAfter}, &stored)
+	if err != nil {
 		return fmt.Errorf("storing Authenticate of %q: %w", r.ID, err)
+	}
+	if !stored {
+		return fmt.Errorf("storing Authenticate of %q: %w", r.ID, storage.ErrCertHashInUse)
 	}
 	s.seen.Done(r.ID, time.Now()) // the statement refreshed last_seen_at
 	return nil

@@ -1,12 +1,10 @@
 package pgsql
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
-	"sync"
+	"github.com/picomdm/picomdm/test/logtest"
 	"testing"
 	"time"
 
@@ -14,48 +12,7 @@ import (
 	"github.com/picomdm/picomdm/test/sqltest"
 )
 
-// logBuffer collects JSON log lines; safe for concurrent writers.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// lines decodes every line written so far; a line that is not JSON fails
-// the test.
-func (b *logBuffer) lines(t *testing.T) []map[string]any {
-	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []map[string]any
-	dec := json.NewDecoder(bytes.NewReader(b.buf.Bytes()))
-	for dec.More() {
-		var line map[string]any
-		if err := dec.Decode(&line); err != nil {
-			t.Fatalf("log output is not JSON lines: %v\n%s", err, b.buf.String())
-		}
-		out = append(out, line)
-	}
-	return out
-}
-
-// find returns the first line with message msg, or nil.
-func (b *logBuffer) find(t *testing.T, msg string) map[string]any {
-	t.Helper()
-	for _, line := range b.lines(t) {
-		if line["msg"] == msg {
-			return line
-		}
-	}
-	return nil
-}
-
-func jsonLogger(t *testing.T, b *logBuffer) Option {
+func jsonLogger(t *testing.T, b *logtest.Buffer) Option {
 	t.Helper()
 	logger, err := pmlog.New(b, "json", true)
 	if err != nil {
@@ -68,15 +25,15 @@ func jsonLogger(t *testing.T, b *logBuffer) Option {
 // given, as JSON, tagged storage=pgsql; none to slog.Default (which
 // TestMain discards, so a line sent there would be missing here).
 func TestLogsThroughGivenLogger(t *testing.T) {
-	var logs logBuffer
+	var logs logtest.Buffer
 	s, err := Open(sqltest.PostgreSQL(t), nil, jsonLogger(t, &logs))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	line := logs.find(t, "storage schema migrated")
+	line := logs.Find(t, "storage schema migrated")
 	if line == nil {
-		t.Fatalf("no migration line in the given logger: %v", logs.lines(t))
+		t.Fatalf("no migration line in the given logger: %v", logs.Lines(t))
 	}
 	if line["storage"] != "pgsql" || line["versions"] == nil {
 		t.Errorf("migration line %v, want storage=pgsql and the versions applied", line)
@@ -104,7 +61,7 @@ func TestMigrationGivesUpAtDeadline(t *testing.T) {
 	}
 
 	const deadline = 300 * time.Millisecond
-	var logs logBuffer
+	var logs logtest.Buffer
 	start := time.Now()
 	s, err := Open(dsn, nil, WithMigrateTimeout(deadline), jsonLogger(t, &logs))
 	elapsed := time.Since(start)
@@ -118,8 +75,8 @@ func TestMigrationGivesUpAtDeadline(t *testing.T) {
 	if elapsed < deadline || elapsed > deadline+5*time.Second {
 		t.Errorf("Open gave up after %v, want about %v", elapsed, deadline)
 	}
-	if logs.find(t, "waiting for the schema migration lock, held by another replica") == nil {
-		t.Errorf("the wait was not logged: %v", logs.lines(t))
+	if logs.Find(t, "waiting for the schema migration lock, held by another replica") == nil {
+		t.Errorf("the wait was not logged: %v", logs.Lines(t))
 	}
 	var tables int
 	if err := other.QueryRowContext(ctx, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations'").Scan(&tables); err != nil {

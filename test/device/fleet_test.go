@@ -1,36 +1,17 @@
 package device_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
+	"github.com/picomdm/picomdm/test/logtest"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/picomdm/picomdm/mdm"
 	"github.com/picomdm/picomdm/test/device"
 )
-
-// syncBuffer is a bytes.Buffer safe for the fleet's concurrent writers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 func TestFleetRun(t *testing.T) {
 	ca := newCA(t)
@@ -41,7 +22,7 @@ func TestFleetRun(t *testing.T) {
 	}
 	fleet.Concurrency = 2
 	fleet.Answer = device.Answer(mdm.StatusNotNow)
-	var out syncBuffer
+	var out logtest.Buffer
 	fleet.PrintTo(&out, true)
 	var wantLines []string
 	for _, d := range fleet.Devices {

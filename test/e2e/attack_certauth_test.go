@@ -4,43 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/picomdm/picomdm/mdm"
 	"github.com/picomdm/picomdm/service/certauth"
 	"github.com/picomdm/picomdm/test/device"
-	"github.com/picomdm/picomdm/test/sqltest"
 )
-
-// backends are the storage backends the attack tests run against, each
-// with a fresh store.
-var backends = []struct {
-	name string
-	dsn  func(testing.TB) string
-}{
-	{"file", func(tb testing.TB) string { return filepath.Join(tb.TempDir(), "db") }},
-	{"mysql", sqltest.MySQL},
-	{"pgsql", sqltest.PostgreSQL},
-}
-
-// startOn runs the server on the named backend with a fresh device CA and
-// the extra flags given.
-func startOn(t *testing.T, storageName, dsn string, extra ...string) *server {
-	t.Helper()
-	ca, err := device.NewCA()
-	if err != nil {
-		t.Fatal(err)
-	}
-	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(caFile, ca.CertPEM(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	args := append([]string{"-ca", caFile, "-api", apiKey, "-storage", storageName, "-storage-dsn", dsn}, extra...)
-	return startWithArgs(t, ca, args, nil)
-}
 
 // TestAttackCertAuth is issue #12's identity attack through the real
 // server on every backend: the holder of any certificate from the device

@@ -17,36 +17,7 @@ import (
 	"github.com/picomdm/picomdm/storage/file"
 	"github.com/picomdm/picomdm/test/apiclient"
 	"github.com/picomdm/picomdm/test/device"
-	"github.com/picomdm/picomdm/test/sqltest"
 )
-
-// idAttackBackends are the storage backends the identifier attacks run
-// against: the rules hold in mdm, before any backend, and each backend
-// must show it.
-var idAttackBackends = []struct {
-	name string
-	dsn  func(testing.TB) string
-}{
-	{"file", func(tb testing.TB) string { return filepath.Join(tb.TempDir(), "db") }},
-	{"mysql", sqltest.MySQL},
-	{"pgsql", sqltest.PostgreSQL},
-}
-
-// startIDAttackServer runs the server on the named storage backend with a
-// fresh device CA and the extra flags given.
-func startIDAttackServer(t *testing.T, storageName, dsn string, extra ...string) *server {
-	t.Helper()
-	ca, err := device.NewCA()
-	if err != nil {
-		t.Fatal(err)
-	}
-	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(caFile, ca.CertPEM(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	args := append([]string{"-ca", caFile, "-api", apiKey, "-storage", storageName, "-storage-dsn", dsn}, extra...)
-	return startWithArgs(t, ca, args, nil)
-}
 
 // enrollmentIDs lists every enrollment the server has, through the
 // inspection API.
@@ -99,9 +70,9 @@ func (s *server) enrollmentType(id string) (typ, parent string) {
 // commands. Every message of the attacker must be a 400, and the victim's
 // user channel, its type, parent and queue, untouched.
 func TestAttackColonUDID(t *testing.T) {
-	for _, backend := range idAttackBackends {
+	for _, backend := range backends {
 		t.Run(backend.name, func(t *testing.T) {
-			s := startIDAttackServer(t, backend.name, backend.dsn(t))
+			s := startOn(t, backend.name, backend.dsn(t))
 			for _, tc := range []struct {
 				name string
 				opts []device.Option
@@ -187,9 +158,9 @@ func (s *server) logContains(sub string) int {
 // a log line, nothing is stored, and the server goes on serving. Exactly
 // 255 bytes is accepted end to end.
 func TestAttackBadIDs(t *testing.T) {
-	for _, backend := range idAttackBackends {
+	for _, backend := range backends {
 		t.Run(backend.name, func(t *testing.T) {
-			s := startIDAttackServer(t, backend.name, backend.dsn(t))
+			s := startOn(t, backend.name, backend.dsn(t))
 			c := ctx(t)
 			good := s.enrolled()
 			uuid, raw := s.command("ProfileList", good.ID())

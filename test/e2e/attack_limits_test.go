@@ -9,10 +9,10 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"fmt"
+	"github.com/picomdm/picomdm/test/logtest"
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -32,16 +32,8 @@ import (
 // for it: there is no httptest server).
 func startServing(t *testing.T, storageName, dsn string, extra ...string) *server {
 	t.Helper()
-	ca, err := device.NewCA()
-	if err != nil {
-		t.Fatal(err)
-	}
-	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(caFile, ca.CertPEM(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	args := append([]string{"-ca", caFile, "-api", apiKey, "-storage", storageName, "-storage-dsn", dsn}, extra...)
-	s := &server{t: t, ca: ca, stdout: &syncBuffer{}, stderr: &syncBuffer{}}
+	ca, args := backendArgs(t, storageName, dsn, extra...)
+	s := &server{t: t, ca: ca, stdout: &logtest.Buffer{}, stderr: &logtest.Buffer{}}
 	a, err := app.New(args, nil, s.stdout, s.stderr)
 	if err != nil {
 		t.Fatalf("app.New(%v): %v", args, err)

@@ -3,8 +3,6 @@ package e2e
 import (
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -13,7 +11,6 @@ import (
 	"github.com/micromdm/plist"
 	"github.com/picomdm/picomdm/mdm"
 	"github.com/picomdm/picomdm/test/device"
-	"github.com/picomdm/picomdm/test/sqltest"
 )
 
 // plistBombSize is how large the directive bombs are: just under the
@@ -63,34 +60,12 @@ func directiveBomb(t *testing.T, msg map[string]any, size int, closed bool) []by
 // a log line, the device's queue is as it was, and the server goes on
 // serving it.
 func TestAttackPlistDirectiveBomb(t *testing.T) {
-	for _, backend := range []struct {
-		name string
-		dsn  func(testing.TB) string
-	}{
-		{"file", func(tb testing.TB) string { return filepath.Join(tb.TempDir(), "db") }},
-		{"mysql", sqltest.MySQL},
-		{"pgsql", sqltest.PostgreSQL},
-	} {
+	for _, backend := range backends {
 		t.Run(backend.name, func(t *testing.T) {
-			s := startPlistAttackServer(t, backend.name, backend.dsn(t))
+			s := startOn(t, backend.name, backend.dsn(t))
 			runDirectiveBombs(t, s)
 		})
 	}
-}
-
-// startPlistAttackServer runs the server on the named storage backend
-// with a fresh device CA.
-func startPlistAttackServer(t *testing.T, storageName, dsn string) *server {
-	t.Helper()
-	ca, err := device.NewCA()
-	if err != nil {
-		t.Fatal(err)
-	}
-	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(caFile, ca.CertPEM(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return startWithArgs(t, ca, []string{"-ca", caFile, "-api", apiKey, "-storage", storageName, "-storage-dsn", dsn}, nil)
 }
 
 func runDirectiveBombs(t *testing.T, s *server) {

@@ -4,9 +4,9 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/picomdm/picomdm/test/logtest"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -18,27 +18,10 @@ import (
 	"github.com/picomdm/picomdm/cmd/picomdm/app"
 	"github.com/picomdm/picomdm/test/apiclient"
 	"github.com/picomdm/picomdm/test/device"
+	"github.com/picomdm/picomdm/test/sqltest"
 )
 
 const apiKey = "e2e-api-key"
-
-// syncBuffer is a goroutine-safe bytes.Buffer for the server's output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // server is one running PicoMDM under test.
 type server struct {
@@ -47,8 +30,8 @@ type server struct {
 	http   *httptest.Server
 	ca     *device.CA
 	URL    string
-	stdout *syncBuffer
-	stderr *syncBuffer
+	stdout *logtest.Buffer
+	stderr *logtest.Buffer
 
 	stopOnce sync.Once
 }
@@ -81,7 +64,7 @@ func startServerWithCA(t *testing.T, ca *device.CA, extra ...string) *server {
 
 func startWithArgs(t *testing.T, ca *device.CA, args []string, env map[string]string) *server {
 	t.Helper()
-	s := &server{t: t, ca: ca, stdout: &syncBuffer{}, stderr: &syncBuffer{}}
+	s := &server{t: t, ca: ca, stdout: &logtest.Buffer{}, stderr: &logtest.Buffer{}}
 	a, err := app.New(args, func(k string) string { return env[k] }, s.stdout, s.stderr)
 	if err != nil {
 		t.Fatalf("app.New(%v): %v", args, err)
@@ -186,4 +169,38 @@ func statusOf(t *testing.T, err error) int {
 		t.Fatalf("not an HTTP status error: %v", err)
 	}
 	return se.Code
+}
+
+// backends are the storage backends the attack tests run against, each
+// with a fresh store.
+var backends = []struct {
+	name string
+	dsn  func(testing.TB) string
+}{
+	{"file", func(tb testing.TB) string { return filepath.Join(tb.TempDir(), "db") }},
+	{"mysql", sqltest.MySQL},
+	{"pgsql", sqltest.PostgreSQL},
+}
+
+// startOn runs the server on the named backend with a fresh device CA and
+// the extra flags given.
+func startOn(t *testing.T, storageName, dsn string, extra ...string) *server {
+	t.Helper()
+	ca, args := backendArgs(t, storageName, dsn, extra...)
+	return startWithArgs(t, ca, args, nil)
+}
+
+// backendArgs makes a fresh device CA and the server flags for the named
+// backend, followed by extra.
+func backendArgs(t *testing.T, storageName, dsn string, extra ...string) (*device.CA, []string) {
+	t.Helper()
+	ca, err := device.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, ca.CertPEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return ca, append([]string{"-ca", caFile, "-api", apiKey, "-storage", storageName, "-storage-dsn", dsn}, extra...)
 }

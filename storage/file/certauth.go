@@ -66,15 +66,21 @@ func (s *Store) IsCertHashAssociated(_ context.Context, id, hash string) (bool, 
 }
 
 // AssociateCertHash implements storage.CertAuthStore. A hash another
-// enrollment has is left with it.
+// enrollment has is left with it. id is a device channel: its stripe
+// serialises this with its Authenticates.
 func (s *Store) AssociateCertHash(_ context.Context, id, hash string, notAfter time.Time) error {
-	s.certMu.Lock()
-	defer s.certMu.Unlock()
-	free, err := s.certHashFreeLocked(id, hash)
-	if err != nil || !free {
+	mu := s.stripe(id)
+	mu.Lock()
+	defer mu.Unlock()
+	release, err := s.claimCertHash(id, hash)
+	if errors.Is(err, storage.ErrCertHashInUse) {
+		return nil
+	}
+	if err != nil {
 		return err
 	}
-	if err := s.associateLocked(id, hash, notAfter, time.Now()); err != nil {
+	defer release()
+	if err := s.associate(id, hash, notAfter, time.Now()); err != nil {
 		return fmt.Errorf("associating cert hash with %q: %w", id, err)
 	}
 	return nil
@@ -98,8 +104,9 @@ func (s *Store) RetrieveCertHashes(_ context.Context, id string) ([]storage.Cert
 
 // DeleteCertHash implements storage.CertAuthInspector.
 func (s *Store) DeleteCertHash(_ context.Context, id, hash string) error {
-	s.certMu.Lock()
-	defer s.certMu.Unlock()
+	mu := s.stripe(id)
+	mu.Lock()
+	defer mu.Unlock()
 	ok, err := exists(filepath.Join(s.idDir(id), fileName(hash)))
 	if err != nil {
 		return fmt.Errorf("cert hash %s of %q: %w", hash, id, err)
@@ -107,7 +114,7 @@ func (s *Store) DeleteCertHash(_ context.Context, id, hash string) error {
 	if !ok {
 		return fmt.Errorf("cert hash %s of %q: %w", hash, id, storage.ErrNotFound)
 	}
-	if err := s.dissociateLocked(id, hash); err != nil {
+	if err := s.dissociate(id, hash); err != nil {
 		return fmt.Errorf("cert hash %s of %q: %w", hash, id, err)
 	}
 	return nil
@@ -116,7 +123,9 @@ func (s *Store) DeleteCertHash(_ context.Context, id, hash string) error {
 // claimCertHash is the first half of an Authenticate's association: it
 // refuses a hash another enrollment has (on disk, or claimed by an
 // Authenticate in progress) and otherwise claims it for id, writing
-// nothing. The caller holds id's stripe and must call release.
+// nothing. s.certMu is held only for the decision, never during the
+// writes that follow, so devices enroll in parallel. The caller holds
+// id's stripe and must call release.
 func (s *Store) claimCertHash(id, hash string) (release func(), err error) {
 	s.certMu.Lock()
 	defer s.certMu.Unlock()
@@ -155,22 +164,21 @@ func (s *Store) certHashFreeLocked(id, hash string) (bool, error) {
 }
 
 // replaceCertHashes is the second half, once the Authenticate is stored:
-// a's hash becomes id's only association.
+// a's hash becomes id's only association. The caller holds id's stripe
+// and the claim on the hash.
 func (s *Store) replaceCertHashes(id string, a storage.CertAssociation, now time.Time) error {
-	s.certMu.Lock()
-	defer s.certMu.Unlock()
 	assocs, err := s.readAssociations(id)
 	if err != nil {
 		return err
 	}
 	for _, old := range assocs {
 		if old.Hash != a.Hash {
-			if err := s.dissociateLocked(id, old.Hash); err != nil {
+			if err := s.dissociate(id, old.Hash); err != nil {
 				return err
 			}
 		}
 	}
-	return s.associateLocked(id, a.Hash, a.NotAfter, now)
+	return s.associate(id, a.Hash, a.NotAfter, now)
 }
 
 // readAssociations reads id's by-ID association files.
@@ -194,9 +202,10 @@ func (s *Store) readAssociations(id string) ([]certAssociation, error) {
 	return out, nil
 }
 
-// associateLocked writes both files of the pair, by-ID first; a pair
-// that exists keeps its association time. Callers hold s.certMu.
-func (s *Store) associateLocked(id, hash string, notAfter, now time.Time) error {
+// associate writes both files of the pair, by-ID first; a pair that
+// exists keeps its association time. Callers hold id's stripe and the
+// claim on hash.
+func (s *Store) associate(id, hash string, notAfter, now time.Time) error {
 	byID := filepath.Join(s.idDir(id), fileName(hash))
 	var prev certAssociation
 	if ok, err := readJSON(byID, &prev); err != nil {
@@ -219,9 +228,9 @@ func (s *Store) associateLocked(id, hash string, notAfter, now time.Time) error 
 	return nil
 }
 
-// dissociateLocked removes both files of the pair, by-hash first.
-// Callers hold s.certMu.
-func (s *Store) dissociateLocked(id, hash string) error {
+// dissociate removes both files of the pair, by-hash first. Callers hold
+// id's stripe.
+func (s *Store) dissociate(id, hash string) error {
 	byHash := filepath.Join(s.hashDir(hash), fileName(id))
 	byID := filepath.Join(s.idDir(id), fileName(hash))
 	for _, path := range []string{byHash, byID} {

@@ -110,11 +110,11 @@ type Store struct {
 	// concurrent enqueues of one CommandUUID cannot both succeed.
 	enqueuing map[string]struct{}
 
-	// certMu serialises the cert-auth writers (it is taken after a
-	// device's stripe, never before one). claimedHashes holds the hashes
-	// of Authenticates in progress, by device ID, so two devices cannot
-	// both claim one new certificate while their Authenticates are
-	// written.
+	// certMu guards claimedHashes, the hashes of cert-auth associations
+	// in progress by device ID, so two devices cannot both claim one new
+	// certificate while their Authenticates are written. It is taken
+	// after a device's stripe, never before one, and never held during
+	// a write.
 	certMu        sync.Mutex
 	claimedHashes map[string]string
 }

@@ -1,113 +1,170 @@
 package main
 
 import (
-	"crypto/rand"
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
-	"strconv"
 	"strings"
-	"time"
 
-	"github.com/micromdm/plist"
+	"github.com/picomdm/picomdm/mdm/commands"
 )
 
-// commandSpec is one command RequestType and its payload keys, as the
-// generated commandTable lists them.
-type commandSpec struct {
-	RequestType string
-	Keys        []keySpec
-}
-
-// keySpec is one payload key: its name, plist type (<string>, <integer>,
-// <boolean>, <real>, <date>, <data>, <array>, <dictionary> or <any>),
-// whether Apple marks it required, and its subkeys (a dictionary's keys or
-// an array's item type).
-type keySpec struct {
-	Name     string
-	Type     string
-	Required bool
-	Subkeys  []keySpec
-}
-
 // Build returns the command plist for requestType with the key=value
-// arguments typed from the command table. An empty commandUUID gets a
-// random upper-case one. readFile reads the file of a <data> value
-// written as @file.
-func Build(requestType string, args []string, commandUUID string, readFile func(string) ([]byte, error)) ([]byte, error) {
-	spec, err := lookup(requestType)
+// arguments, and its CommandUUID. The arguments become a JSON command
+// object (commandJSON) that commands.BuildJSON validates and converts,
+// exactly as POST /v1/commands does; an empty commandUUID gets a fresh
+// one. readFile reads the file of a <data> value written as @file.
+func Build(requestType string, args []string, commandUUID string, readFile func(string) ([]byte, error)) (raw []byte, uuid string, err error) {
+	spec, command, err := commandJSON(requestType, args, readFile)
+	if err != nil {
+		return nil, "", err
+	}
+	raw, uuid, _, err = commands.BuildJSON(command, commandUUID)
+	if err != nil {
+		return nil, "", buildRefusal(spec, err)
+	}
+	return raw, uuid, nil
+}
+
+// body is the POST /v1/commands request body for a command.
+type body struct {
+	Targets     []string        `json:"targets"`
+	Command     json.RawMessage `json:"command"`
+	CommandUUID string          `json:"command_uuid"`
+	NoPush      bool            `json:"nopush"`
+}
+
+// BuildBody returns the POST /v1/commands body, indented, for
+// requestType with the key=value arguments, sent to targets (none gives
+// "targets": []). The command is first built with commands.BuildJSON, so
+// a body is only printed for a command the API accepts, and an empty
+// commandUUID is filled in with the one BuildJSON chose.
+func BuildBody(requestType string, args []string, commandUUID string, targets []string, readFile func(string) ([]byte, error)) ([]byte, error) {
+	spec, command, err := commandJSON(requestType, args, readFile)
 	if err != nil {
 		return nil, err
 	}
-	command := map[string]any{"RequestType": spec.RequestType}
+	_, uuid, _, err := commands.BuildJSON(command, commandUUID)
+	if err != nil {
+		return nil, buildRefusal(spec, err)
+	}
+	if targets == nil {
+		targets = []string{}
+	}
+	return encodeJSON(body{Targets: targets, Command: command, CommandUUID: uuid}, "  ")
+}
+
+// refusal adds the keys of spec to err, so a mistake comes with what the
+// command takes.
+func refusal(spec *commands.Spec, err error) error {
+	return fmt.Errorf("%w; %s takes:\n%s", err, spec.RequestType, describeKeys(spec.Keys, false))
+}
+
+// buildRefusal is refusal for an error of commands.BuildJSON that is
+// about the command (a *commands.PathError), and err as it is otherwise
+// (a -uuid the API refuses).
+func buildRefusal(spec *commands.Spec, err error) error {
+	if pe := (*commands.PathError)(nil); errors.As(err, &pe) {
+		return refusal(spec, err)
+	}
+	return err
+}
+
+// commandJSON turns key=value arguments into the JSON command object
+// {"RequestType": requestType, key: value, …}, typing each value by its
+// key's schema type only as far as JSON spells it: numbers and booleans
+// become JSON numbers and booleans, @file data becomes base64, a
+// comma-separated array becomes a JSON array, and JSON literals (arrays,
+// dictionaries, <any>) are passed through. A value that does not look
+// like its type (iTunesStoreID=x) is passed as a string, and a key the
+// command does not have as given, for commands.BuildJSON to refuse with
+// the API's own message: checking is its job alone.
+func commandJSON(requestType string, args []string, readFile func(string) ([]byte, error)) (*commands.Spec, json.RawMessage, error) {
+	spec, ok := commands.Lookup(requestType)
+	if !ok {
+		return nil, nil, unknownRequestType(requestType)
+	}
+	var names []string
+	values := map[string]any{}
 	for _, arg := range args {
 		name, value, ok := strings.Cut(arg, "=")
 		if !ok || name == "" {
-			return nil, fmt.Errorf("argument %q is not key=value; %s takes:\n%s", arg, spec.RequestType, describeKeys(spec.Keys))
+			return nil, nil, refusal(spec, fmt.Errorf("argument %q is not key=value", arg))
 		}
-		i := slices.IndexFunc(spec.Keys, func(k keySpec) bool { return k.Name == name })
-		if i < 0 {
-			return nil, fmt.Errorf("%s has no key %q; it takes:\n%s", spec.RequestType, name, describeKeys(spec.Keys))
+		var v any = value
+		key, known := findKey(spec.Keys, name)
+		if known {
+			var err error
+			if v, err = jsonValue(key, value, readFile); err != nil {
+				return nil, nil, refusal(spec, &commands.PathError{Path: "command." + name, Reason: err.Error()})
+			}
 		}
-		key := spec.Keys[i]
-		v, err := parseValue(key, value, readFile)
-		if err != nil {
-			return nil, fmt.Errorf("%s=%q: %w; %s takes:\n%s", name, value, err, spec.RequestType, describeKeys(spec.Keys))
+		prev, seen := values[name]
+		if !seen {
+			names = append(names, name)
 		}
-		// Repeating an array key appends to it.
-		if prev, ok := command[name].([]any); ok && key.Type == "<array>" {
-			v = append(prev, v.([]any)...)
+		// Repeating an array key appends to it; any other key takes the
+		// last value.
+		if p, ok := prev.([]any); ok && known && key.Type == "array" {
+			v = append(p, v.([]any)...)
 		}
-		command[name] = v
+		values[name] = v
 	}
-	var missing []string
-	for _, k := range spec.Keys {
-		if _, ok := command[k.Name]; k.Required && !ok {
-			missing = append(missing, k.Name)
+	// Written by hand to keep RequestType first and the keys in the
+	// order given, as people read and write commands.
+	var b bytes.Buffer
+	b.WriteString(`{"RequestType":`)
+	if err := writeJSON(&b, spec.RequestType); err != nil {
+		return nil, nil, err
+	}
+	for _, name := range names {
+		b.WriteByte(',')
+		if err := writeJSON(&b, name); err != nil {
+			return nil, nil, err
+		}
+		b.WriteByte(':')
+		if err := writeJSON(&b, values[name]); err != nil {
+			return nil, nil, refusal(spec, &commands.PathError{Path: "command." + name, Reason: err.Error()})
 		}
 	}
-	if len(missing) > 0 {
-		return nil, fmt.Errorf("%s needs %s; it takes:\n%s", spec.RequestType, strings.Join(missing, ", "), describeKeys(spec.Keys))
-	}
-	if commandUUID == "" {
-		commandUUID = newUUID()
-	}
-	raw, err := plist.MarshalIndent(map[string]any{
-		"CommandUUID": commandUUID,
-		"Command":     command,
-	}, "\t")
-	if err != nil {
-		return nil, fmt.Errorf("encoding %s command: %w", spec.RequestType, err)
-	}
-	return raw, nil
+	b.WriteByte('}')
+	return spec, b.Bytes(), nil
 }
 
-// lookup finds a RequestType in the table, or says which names are close.
-func lookup(requestType string) (commandSpec, error) {
-	i, found := slices.BinarySearchFunc(commandTable, requestType, func(c commandSpec, t string) int {
-		return strings.Compare(c.RequestType, t)
-	})
-	if found {
-		return commandTable[i], nil
+// findKey returns the key named name.
+func findKey(keys []commands.Key, name string) (commands.Key, bool) {
+	for _, k := range keys {
+		if k.Name == name {
+			return k, true
+		}
 	}
-	var close []string
+	return commands.Key{}, false
+}
+
+// unknownRequestType is the API's refusal of an undocumented RequestType
+// with the names close to it, or all of them.
+func unknownRequestType(requestType string) error {
+	command, _ := encodeJSON(map[string]string{"RequestType": requestType}, "")
+	_, _, err := commands.FromJSON(command)
+	if err == nil {
+		// Lookup and FromJSON disagree; say so rather than build.
+		err = fmt.Errorf("%w %q", commands.ErrUnknownRequestType, requestType)
+	}
+	var close, all []string
 	lower := strings.ToLower(requestType)
-	for _, c := range commandTable {
-		l := strings.ToLower(c.RequestType)
+	for _, s := range commands.Specs() {
+		all = append(all, s.RequestType)
+		l := strings.ToLower(s.RequestType)
 		if strings.Contains(l, lower) || strings.Contains(lower, l) || distance(l, lower) <= 3 {
-			close = append(close, c.RequestType)
+			close = append(close, s.RequestType)
 		}
 	}
 	if len(close) > 0 {
-		return commandSpec{}, fmt.Errorf("unknown RequestType %q; did you mean: %s", requestType, strings.Join(close, ", "))
+		return fmt.Errorf("%w; did you mean: %s", err, strings.Join(close, ", "))
 	}
-	all := make([]string, len(commandTable))
-	for i, c := range commandTable {
-		all[i] = c.RequestType
-	}
-	return commandSpec{}, fmt.Errorf("unknown RequestType %q; valid: %s", requestType, strings.Join(all, ", "))
+	return fmt.Errorf("%w; valid: %s", err, strings.Join(all, ", "))
 }
 
 // distance is the Levenshtein edit distance between a and b.
@@ -132,173 +189,170 @@ func distance(a, b string) int {
 }
 
 // describeKeys lists keys one a line with their types, marking the
-// required ones, for -keys and for refusal messages.
-func describeKeys(keys []keySpec) string {
+// required ones and the values an enumerated key takes, for -keys and for
+// refusal messages. nested also lists, indented, the keys of
+// dictionaries and the item types of arrays, which JSON values must
+// follow; a key named ANY stands for any key name.
+func describeKeys(keys []commands.Key, nested bool) string {
 	if len(keys) == 0 {
 		return "  (no keys)\n"
 	}
 	var b strings.Builder
-	for _, k := range keys {
-		fmt.Fprintf(&b, "  %s %s", k.Name, typeName(k))
-		if k.Required {
-			b.WriteString(" (required)")
-		}
-		b.WriteByte('\n')
-	}
+	writeKeys(&b, keys, "  ", nested)
 	return b.String()
 }
 
+// writeKeys writes describeKeys' lines at indent.
+func writeKeys(b *strings.Builder, keys []commands.Key, indent string, nested bool) {
+	for _, k := range keys {
+		fmt.Fprintf(b, "%s%s %s", indent, k.Name, typeName(k))
+		if k.Required {
+			b.WriteString(" (required)")
+		}
+		sk := k
+		if item, ok := arrayItem(k); ok {
+			sk = item
+		}
+		if len(sk.AllowedValues) > 0 {
+			vals := make([]string, len(sk.AllowedValues))
+			for i, v := range sk.AllowedValues {
+				vals[i] = fmt.Sprint(v)
+			}
+			fmt.Fprintf(b, " one of: %s", strings.Join(vals, ", "))
+		}
+		if sk.Min != nil {
+			fmt.Fprintf(b, " min %g", *sk.Min)
+		}
+		if sk.Max != nil {
+			fmt.Fprintf(b, " max %g", *sk.Max)
+		}
+		b.WriteByte('\n')
+		// An array of one item type shows that item's keys; an array of
+		// several (Settings) lists the item types, each with its keys.
+		if nested && (sk.Type == "dictionary" || sk.Type == "array") {
+			writeKeys(b, sk.Keys, indent+"  ", nested)
+		}
+	}
+}
+
 // typeName spells a key's type for people, e.g. <array> of <string>.
-func typeName(k keySpec) string {
-	if item, ok := itemType(k); ok {
-		return k.Type + " of " + item
+func typeName(k commands.Key) string {
+	if item, ok := arrayItem(k); ok {
+		return "<array> of <" + item.Type + ">"
 	}
-	return k.Type
+	return "<" + k.Type + ">"
 }
 
-// itemType returns an array's item type when all its listed item types
-// agree.
-func itemType(k keySpec) (string, bool) {
-	if k.Type != "<array>" || len(k.Subkeys) == 0 {
-		return "", false
+// arrayItem returns an array's item type when it lists exactly one.
+func arrayItem(k commands.Key) (commands.Key, bool) {
+	if k.Type != "array" || len(k.Keys) != 1 {
+		return commands.Key{}, false
 	}
-	t := k.Subkeys[0].Type
-	for _, s := range k.Subkeys[1:] {
-		if s.Type != t {
-			return "", false
-		}
-	}
-	return t, true
+	return k.Keys[0], true
 }
 
-// errBoolean is the refusal of a <boolean> that is not true or false.
-var errBoolean = errors.New("want true or false")
-
-// parseValue types one command-line value as key's plist type.
-func parseValue(key keySpec, value string, readFile func(string) ([]byte, error)) (any, error) {
+// jsonValue spells one command-line value as JSON for key's type. It
+// fails only where the command line itself is wrong (a file that cannot
+// be read, a JSON literal that does not parse); whether the value fits
+// the schema is commands.BuildJSON's to say.
+func jsonValue(key commands.Key, value string, readFile func(string) ([]byte, error)) (any, error) {
 	switch key.Type {
-	case "<string>":
-		return value, nil
-	case "<integer>":
-		n, err := strconv.ParseInt(value, 10, 64)
-		if err != nil {
-			return nil, errors.New("want an integer")
+	case "integer", "real":
+		if n, ok := jsonNumber(value); ok {
+			return n, nil
 		}
-		return n, nil
-	case "<real>":
-		f, err := strconv.ParseFloat(value, 64)
-		if err != nil {
-			return nil, errors.New("want a number")
-		}
-		return f, nil
-	case "<boolean>":
+	case "boolean":
 		switch value {
 		case "true":
 			return true, nil
 		case "false":
 			return false, nil
 		}
-		return nil, errBoolean
-	case "<date>":
-		t, err := time.Parse(time.RFC3339, value)
-		if err != nil {
-			return nil, errors.New("want an RFC 3339 date such as 2026-01-02T15:04:05Z")
-		}
-		return t.UTC(), nil
-	case "<data>":
+	case "data":
 		if name, ok := strings.CutPrefix(value, "@"); ok {
 			b, err := readFile(name)
 			if err != nil {
 				return nil, fmt.Errorf("reading data: %w", err)
 			}
-			return b, nil
+			return base64.StdEncoding.EncodeToString(b), nil
 		}
-		b, err := base64.StdEncoding.DecodeString(value)
-		if err != nil {
-			return nil, errors.New("want base64 or @file")
-		}
-		return b, nil
-	case "<array>":
+	case "array":
 		if strings.HasPrefix(strings.TrimSpace(value), "[") {
-			v, err := decodeJSON(value)
-			if _, ok := v.([]any); err != nil || !ok {
-				return nil, errors.New("want a JSON array")
+			var items []json.RawMessage
+			if err := json.Unmarshal([]byte(value), &items); err != nil {
+				return nil, fmt.Errorf("want a JSON array: %w", err)
 			}
-			return v, nil
+			out := make([]any, len(items))
+			for i, item := range items {
+				out[i] = item
+			}
+			return out, nil
 		}
-		item, ok := itemType(key)
+		item, ok := arrayItem(key)
 		if !ok {
-			item = "<string>"
+			item = commands.Key{Type: "string"}
 		}
-		switch item {
-		case "<dictionary>", "<array>", "<any>":
-			return nil, fmt.Errorf("want a JSON array of %s", item)
+		switch item.Type {
+		case "dictionary", "array", "any":
+			return nil, fmt.Errorf("want a JSON array of <%s>", item.Type)
 		}
 		var items []any
 		for part := range strings.SplitSeq(value, ",") {
-			v, err := parseValue(keySpec{Type: item}, strings.TrimSpace(part), readFile)
+			v, err := jsonValue(item, strings.TrimSpace(part), readFile)
 			if err != nil {
 				return nil, fmt.Errorf("item %q: %w", part, err)
 			}
 			items = append(items, v)
 		}
 		return items, nil
-	case "<dictionary>":
-		v, err := decodeJSON(value)
-		if _, ok := v.(map[string]any); err != nil || !ok {
+	case "dictionary":
+		if !json.Valid([]byte(value)) {
 			return nil, errors.New("want a JSON object")
 		}
-		return v, nil
-	}
-	// <any>: JSON when it parses as JSON, otherwise the string itself.
-	if v, err := decodeJSON(value); err == nil {
-		return v, nil
+		return json.RawMessage(value), nil
+	case "any":
+		// JSON when it parses as JSON, otherwise the string itself.
+		if json.Valid([]byte(value)) {
+			return json.RawMessage(value), nil
+		}
 	}
 	return value, nil
 }
 
-// decodeJSON decodes a JSON value, keeping whole numbers as int64 so they
-// become plist <integer>s rather than <real>s.
-func decodeJSON(s string) (any, error) {
-	dec := json.NewDecoder(strings.NewReader(s))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return nil, err
+// jsonNumber returns s as a JSON number when it is one number literal.
+func jsonNumber(s string) (json.Number, bool) {
+	s = strings.TrimSpace(s)
+	if s == "" || !json.Valid([]byte(s)) || (s[0] != '-' && (s[0] < '0' || s[0] > '9')) {
+		return "", false
 	}
-	if dec.More() {
-		return nil, errors.New("trailing data after JSON value")
-	}
-	return fixNumbers(v), nil
+	return json.Number(s), true
 }
 
-// fixNumbers replaces json.Numbers with int64 or float64.
-func fixNumbers(v any) any {
-	switch v := v.(type) {
-	case json.Number:
-		if n, err := v.Int64(); err == nil {
-			return n
-		}
-		f, _ := v.Float64()
-		return f
-	case []any:
-		for i := range v {
-			v[i] = fixNumbers(v[i])
-		}
-	case map[string]any:
-		for k := range v {
-			v[k] = fixNumbers(v[k])
-		}
+// encodeJSON encodes v without HTML escaping (a command's strings are
+// shown to people and piped to curl, never put in a page), indented by
+// indent unless it is empty, with a final newline when indented.
+func encodeJSON(v any, indent string) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if indent != "" {
+		enc.SetIndent("", indent)
 	}
-	return v
+	if err := enc.Encode(v); err != nil {
+		return nil, fmt.Errorf("encoding JSON: %w", err)
+	}
+	if indent == "" {
+		return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+	}
+	return b.Bytes(), nil
 }
 
-// newUUID returns a random (version 4) UUID in upper case, the spelling
-// Apple's examples use for CommandUUID.
-func newUUID() string {
-	b := make([]byte, 16)
-	rand.Read(b) // never fails since Go 1.24
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%X-%X-%X-%X-%X", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+// writeJSON appends v to b as JSON.
+func writeJSON(b *bytes.Buffer, v any) error {
+	raw, err := encodeJSON(v, "")
+	if err != nil {
+		return err
+	}
+	b.Write(raw)
+	return nil
 }

@@ -44,51 +44,67 @@ func EnqueueHandler(store storage.CommandEnqueuer, pusher push.Pusher, logger *s
 	if store == nil {
 		panic("http/api: nil CommandEnqueuer")
 	}
-	logger = orDefault(logger)
+	e := &enqueuer{store: store, pusher: pusher, logger: orDefault(logger)}
 	o := newOptions(opts)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ids, body, noPush, err := o.enqueueRequest(w, r)
 		if err != nil {
-			picohttp.WriteAPIError(w, r, logger, err)
+			picohttp.WriteAPIError(w, r, e.logger, err)
 			return
 		}
-		resp := &Response{NoPush: noPush || r.URL.Query().Get("nopush") != ""}
+		noPush = noPush || r.URL.Query().Get("nopush") != ""
 		if len(body) == 0 {
-			if resp.NoPush {
-				picohttp.WriteAPIError(w, r, logger, errNothingToDo)
+			if noPush {
+				picohttp.WriteAPIError(w, r, e.logger, errNothingToDo)
 				return
 			}
-			pushTo(r.Context(), logger, pusher, ids, resp)
-			picohttp.WriteJSON(w, r, logger, resp.statusCode(ids), resp)
+			resp := new(Response)
+			pushTo(r.Context(), e.logger, e.pusher, ids, resp)
+			picohttp.WriteJSON(w, r, e.logger, resp.statusCode(ids), resp)
 			return
 		}
-
-		cmd, err := mdm.DecodeCommand(body)
-		if err != nil {
-			resp.Error, resp.CommandError = err.Error(), err.Error()
-			picohttp.WriteAPIErrorBody(w, r, logger, err, resp)
-			return
-		}
-		resp.CommandUUID, resp.RequestType = cmd.CommandUUID, cmd.RequestType()
-		idErrs, err := store.EnqueueCommand(r.Context(), ids, cmd)
-		if err != nil {
-			resp.Error, resp.CommandError = err.Error(), err.Error()
-			picohttp.WriteAPIErrorBody(w, r, logger, err, resp)
-			return
-		}
-		queued := make([]string, 0, len(ids))
-		for _, id := range ids {
-			if idErr := idErrs[id]; idErr != nil {
-				resp.id(id).CommandError = idErr.Error()
-				continue
-			}
-			queued = append(queued, id)
-		}
-		if !resp.NoPush && len(queued) > 0 {
-			pushTo(r.Context(), logger, pusher, queued, resp)
-		}
-		picohttp.WriteJSON(w, r, logger, resp.statusCode(ids), resp)
+		e.enqueue(w, r, ids, body, noPush)
 	})
+}
+
+// enqueuer queues commands the one way both /v1/enqueue and /v1/commands
+// do.
+type enqueuer struct {
+	store  storage.CommandEnqueuer
+	pusher push.Pusher
+	logger *slog.Logger
+}
+
+// enqueue queues raw, a command plist, byte-exact for the checked ids
+// with one store call, pushes to the IDs it was queued for unless noPush,
+// and answers with the Response and status EnqueueHandler documents.
+func (e *enqueuer) enqueue(w http.ResponseWriter, r *http.Request, ids []string, raw []byte, noPush bool) {
+	resp := &Response{NoPush: noPush}
+	cmd, err := mdm.DecodeCommand(raw)
+	if err != nil {
+		resp.Error, resp.CommandError = err.Error(), err.Error()
+		picohttp.WriteAPIErrorBody(w, r, e.logger, err, resp)
+		return
+	}
+	resp.CommandUUID, resp.RequestType = cmd.CommandUUID, cmd.RequestType()
+	idErrs, err := e.store.EnqueueCommand(r.Context(), ids, cmd)
+	if err != nil {
+		resp.Error, resp.CommandError = err.Error(), err.Error()
+		picohttp.WriteAPIErrorBody(w, r, e.logger, err, resp)
+		return
+	}
+	queued := make([]string, 0, len(ids))
+	for _, id := range ids {
+		if idErr := idErrs[id]; idErr != nil {
+			resp.id(id).CommandError = idErr.Error()
+			continue
+		}
+		queued = append(queued, id)
+	}
+	if !resp.NoPush && len(queued) > 0 {
+		pushTo(r.Context(), e.logger, e.pusher, queued, resp)
+	}
+	picohttp.WriteJSON(w, r, e.logger, resp.statusCode(ids), resp)
 }
 
 // enqueueRequest reads what an enqueue names, in either form: the checked

@@ -5,11 +5,11 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	picohttp "github.com/picomdm/picomdm/http"
 	"github.com/picomdm/picomdm/mdm"
+	"github.com/picomdm/picomdm/mdm/commands"
 	"github.com/picomdm/picomdm/service"
 	"github.com/picomdm/picomdm/storage"
 )
@@ -144,7 +144,9 @@ type CommandResponse struct {
 //   - GET /v1/commands/{command_uuid}[?cursor=&limit=]: the command and a
 //     page of its per-enrollment states; 404 if unknown.
 //   - GET /v1/commands/{command_uuid}/results/{id}: the raw result plist
-//     (application/xml); 404 while pending or if unknown.
+//     (application/xml); 404 while pending or if unknown. With Accept
+//     preferring application/json, commands.ResultJSON of it instead
+//     (application/json); 500 if it has no JSON form.
 //   - GET /v1/enrollments/{id}/certificates: the identity certificates
 //     cert-auth associated with device channel id, {"id", "certificates":
 //     [{"hash", "not_after", "associated_at"}]}; 404 for an unknown
@@ -195,9 +197,7 @@ func (h *inspector) methods(get, del http.HandlerFunc) http.Handler {
 		case del != nil && r.Method == http.MethodDelete:
 			del(w, r)
 		default:
-			w.Header().Set("Allow", strings.Join(allow, ", "))
-			picohttp.WriteAPIError(w, r, h.logger, service.NewStatusError(http.StatusMethodNotAllowed,
-				fmt.Errorf("method %s not allowed", r.Method)))
+			methodNotAllowed(w, r, h.logger, allow)
 		}
 	})
 }
@@ -488,15 +488,21 @@ func (h *inspector) getCommandResult(w http.ResponseWriter, r *http.Request) {
 		picohttp.WriteAPIError(w, r, h.logger, fmt.Errorf("retrieving command result: %w", err))
 		return
 	}
-	w.Header().Set("Content-Type", "application/xml")
-	w.Header().Set("Content-Length", strconv.Itoa(len(state.Result)))
-	w.WriteHeader(http.StatusOK)
-	if r.Method == http.MethodHead {
+	w.Header().Add("Vary", "Accept")
+	if !prefersJSON(r.Header.Values("Accept")) {
+		writeBody(w, r, h.logger, "application/xml", state.Result)
 		return
 	}
-	if _, err := w.Write(state.Result); err != nil {
-		h.logger.DebugContext(r.Context(), "writing command result", "err", err)
+	b, err := commands.ResultJSON(state.Result)
+	if err != nil {
+		// The device's plist was stored as it came and is still served
+		// raw. A 500 whatever err wraps (a parse error would map to 400):
+		// the request was fine, the stored result is not.
+		picohttp.WriteAPIError(w, r, h.logger, service.NewStatusError(http.StatusInternalServerError, fmt.Errorf(
+			"converting the result to JSON (ask without Accept: application/json for the raw plist): %w", err)))
+		return
 	}
+	writeBody(w, r, h.logger, "application/json", b)
 }
 
 // errUserChannelCerts is the 400 for certificates asked of a user channel.

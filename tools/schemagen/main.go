@@ -4,7 +4,7 @@
 //
 //	mdm/testdata/checkin_schemas.json  every check-in MessageType, its channels and typed keys
 //	mdm/testdata/command_schemas.json  every command RequestType and its typed keys
-//	cmd/picocmd/commands_gen.go        the same commands as a Go table for picocmd
+//	mdm/commands/specs_gen.go          the commands as package commands' Spec table
 //
 // The output is sorted and deterministic, and it is committed; a test in
 // this package fails when it is stale. Run it from anywhere inside the
@@ -38,18 +38,19 @@ var schemaSubdir = filepath.Join("shared", "apple-device-management")
 func main() {
 	schemas := flag.String("schemas", "", "directory of Apple's device-management schemas (default: ../shared/apple-device-management relative to the repository root, searched upwards)")
 	out := flag.String("out", "", "output directory (default: the repository's mdm/testdata)")
-	table := flag.String("table", "", "output file of picocmd's Go command table (default: the repository's "+tableOutput+")")
+	specs := flag.String("specs", "", "output file of package commands' Spec table (default: the repository's "+specsOutput+")")
 	flag.Parse()
-	if err := run(*schemas, *out, *table); err != nil {
+	if err := run(*schemas, *out, *specs); err != nil {
 		fmt.Fprintln(os.Stderr, "schemagen:", err)
 		os.Exit(1)
 	}
 }
 
 // run resolves the default locations and writes the output files: the
-// JSON test data into outDir and the Go command table to tableFile.
-func run(schemaDir, outDir, tableFile string) error {
-	if schemaDir == "" || outDir == "" || tableFile == "" {
+// JSON test data into outDir and package commands' Spec table to
+// specsFile.
+func run(schemaDir, outDir, specsFile string) error {
+	if schemaDir == "" || outDir == "" || specsFile == "" {
 		root, err := findRepoRoot()
 		if err != nil {
 			return err
@@ -62,8 +63,8 @@ func run(schemaDir, outDir, tableFile string) error {
 		if outDir == "" {
 			outDir = filepath.Join(root, "mdm", "testdata")
 		}
-		if tableFile == "" {
-			tableFile = filepath.Join(root, filepath.FromSlash(tableOutput))
+		if specsFile == "" {
+			specsFile = filepath.Join(root, filepath.FromSlash(specsOutput))
 		}
 	}
 	files, err := render(schemaDir)
@@ -75,8 +76,8 @@ func run(schemaDir, outDir, tableFile string) error {
 	}
 	for name, b := range files {
 		dest := filepath.Join(outDir, name)
-		if name == tableOutput {
-			dest = tableFile
+		if name == specsOutput {
+			dest = specsFile
 		}
 		if err := writeFileAtomic(dest, b); err != nil {
 			return err

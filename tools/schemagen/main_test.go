@@ -28,18 +28,19 @@ func schemaDirOrSkip(t *testing.T) (root, schemas string) {
 }
 
 // TestGeneratedUpToDate re-runs the generator into a temporary directory
-// and fails if the committed mdm/testdata or picocmd table differs.
+// and fails if the committed mdm/testdata or commands spec table
+// differs.
 func TestGeneratedUpToDate(t *testing.T) {
 	root, schemas := schemaDirOrSkip(t)
 	out := t.TempDir()
-	table := filepath.Join(out, "commands_gen.go")
-	if err := run(schemas, out, table); err != nil {
+	specs := filepath.Join(out, "specs_gen.go")
+	if err := run(schemas, out, specs); err != nil {
 		t.Fatal(err)
 	}
 	for _, f := range []struct{ fresh, committed string }{
 		{filepath.Join(out, checkinOutput), filepath.Join(root, "mdm", "testdata", checkinOutput)},
 		{filepath.Join(out, commandOutput), filepath.Join(root, "mdm", "testdata", commandOutput)},
-		{table, filepath.Join(root, filepath.FromSlash(tableOutput))},
+		{specs, filepath.Join(root, filepath.FromSlash(specsOutput))},
 	} {
 		want, err := os.ReadFile(f.fresh)
 		if err != nil {
@@ -157,5 +158,45 @@ func TestChannelsDefaults(t *testing.T) {
 	}
 	if got := channels(nil); len(got) != 0 {
 		t.Errorf("channels(nil) = %q, want none", got)
+	}
+}
+
+// TestRenderSpecsRejects checks that key shapes package commands' Spec
+// cannot carry faithfully fail loudly instead of producing a table that
+// validates the wrong thing.
+func TestRenderSpecsRejects(t *testing.T) {
+	one := 1.0
+	for name, key := range map[string]Key{
+		"rangelist of the wrong type": {Key: "A", Type: "<integer>", RangeList: []any{"x"}},
+		"fractional integer value":    {Key: "A", Type: "<integer>", RangeList: []any{1.5}},
+		"rangelist on a date":         {Key: "A", Type: "<date>", RangeList: []any{"2020-01-01"}},
+		"rangelist on a dictionary":   {Key: "A", Type: "<dictionary>", RangeList: []any{1}},
+		"range on a string":           {Key: "A", Type: "<string>", Range: &Range{Min: &one}},
+		"rangelist and subkeys":       {Key: "A", Type: "<string>", RangeList: []any{"x"}, Subkeys: []Key{{Key: "y", Type: "<string>"}}},
+		"nested string subkeys":       {Key: "A", Type: "<string>", Subkeys: []Key{{Key: "y", Type: "<string>", Subkeys: []Key{{Key: "z", Type: "<string>"}}}}},
+	} {
+		if _, err := renderSpecs([]Schema{{RequestType: "Test", PayloadKeys: []Key{key}}}); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+	ok := []Key{
+		{Key: "I", Type: "<integer>", Presence: "required", RangeList: []any{1, 2.0}},
+		{Key: "R", Type: "<real>", RangeList: []any{1, 0.5}, Range: &Range{Min: &one}},
+		{Key: "S", Type: "<string>", Subkeys: []Key{{Key: "x", Type: "<string>"}}},
+		{Key: "L", Type: "<array>", Subkeys: []Key{{Key: "Item", Type: "<string>", Presence: "required"}}},
+	}
+	src, err := renderSpecs([]Schema{{RequestType: "Test", PayloadKeys: ok}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`{Name: "I", Type: "integer", Required: true, AllowedValues: []any{int64(1), int64(2)}}`,
+		`{Name: "R", Type: "real", AllowedValues: []any{float64(1), float64(0.5)}, Min: bound(float64(1))}`,
+		`{Name: "S", Type: "string", AllowedValues: []any{"x"}}`,
+		`{Name: "Item", Type: "string"}`, // an item's presence means nothing
+	} {
+		if !bytes.Contains(src, []byte(want)) {
+			t.Errorf("no %s in\n%s", want, src)
+		}
 	}
 }

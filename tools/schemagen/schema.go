@@ -365,7 +365,7 @@ const (
 
 // render builds the output files' contents from the schema directory,
 // keyed by file name: the JSON test data by its name in mdm/testdata, the
-// Go command table by tableOutput (its path from the repository root).
+// Go source by specsOutput (its path from the repository root).
 func render(schemaDir string) (map[string][]byte, error) {
 	checkins, err := loadDir(filepath.Join(schemaDir, "mdm", "checkin"))
 	if err != nil {
@@ -387,11 +387,11 @@ func render(schemaDir string) (map[string][]byte, error) {
 	for _, s := range commands {
 		mf.Commands = append(mf.Commands, s.output())
 	}
-	table, err := renderTable(commands)
+	specs, err := renderSpecs(commands)
 	if err != nil {
 		return nil, err
 	}
-	out := map[string][]byte{tableOutput: table}
+	out := map[string][]byte{specsOutput: specs}
 	for name, v := range map[string]any{checkinOutput: cf, commandOutput: mf} {
 		b, err := marshal(v)
 		if err != nil {

@@ -370,9 +370,12 @@ func (a *App) wire(stdout io.Writer) error {
 		pushes := api.PushHandler(pusher, a.Logger, api.WithMaxIDs(cfg.MaxIDs))
 		a.handle(mux, "/v1/push", authed(http.StripPrefix("/v1/push", pushes)))
 		a.handle(mux, "/v1/push/", authed(http.StripPrefix("/v1/push/", pushes)))
-		inspection := api.InspectionRoutes(store, a.Logger)
-		for _, pattern := range slices.Sorted(maps.Keys(inspection)) {
-			a.handle(mux, pattern, authed(inspection[pattern]))
+		// The inspection routes and the typed command API (POST
+		// /v1/commands queues like the enqueue handler).
+		routes := api.InspectionRoutes(store, a.Logger)
+		maps.Copy(routes, api.CommandRoutes(store, pusher, a.Logger, api.WithMaxIDs(cfg.MaxIDs)))
+		for _, pattern := range slices.Sorted(maps.Keys(routes)) {
+			a.handle(mux, pattern, authed(routes[pattern]))
 		}
 		if cfg.MetricsListen == "" {
 			a.handle(mux, "/metrics", authed(a.metrics.Handler()))

@@ -315,3 +315,13 @@ func TestInvalidIDErrorText(t *testing.T) {
 		t.Errorf("error %q does not say the ID was cut and how long it was", err)
 	}
 }
+
+func TestNewUUID(t *testing.T) {
+	a, b := mdm.NewUUID(), mdm.NewUUID()
+	if a == b || len(a) != 36 || a[14] != '4' || !strings.ContainsAny(a[19:20], "89AB") || strings.ToUpper(a) != a {
+		t.Fatalf("NewUUID() = %q, %q: want distinct upper-case version 4 UUIDs", a, b)
+	}
+	if err := mdm.CheckCommandUUID(a); err != nil {
+		t.Fatalf("NewUUID() is not a valid CommandUUID: %v", err)
+	}
+}

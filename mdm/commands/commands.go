@@ -60,6 +60,7 @@ package commands
 import (
 	"encoding/json"
 	"errors"
+	"github.com/picomdm/picomdm/mdm"
 	"slices"
 )
 
@@ -182,7 +183,7 @@ func BuildJSON(command json.RawMessage, commandUUID string) (raw []byte, uuid, r
 		return nil, "", "", err
 	}
 	if commandUUID == "" {
-		commandUUID = newUUID()
+		commandUUID = mdm.NewUUID()
 	}
 	raw, err = Plist(commandUUID, dict)
 	if err != nil {

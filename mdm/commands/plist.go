@@ -2,7 +2,6 @@ package commands
 
 import (
 	"bytes"
-	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -39,15 +38,6 @@ func encodeCommand(commandUUID string, dict map[string]any) (raw []byte, err err
 		return nil, fmt.Errorf("commands: encoding the command plist: %w", err)
 	}
 	return raw, nil
-}
-
-// newUUID returns a random (version 4) UUID in upper case.
-func newUUID() string {
-	b := make([]byte, 16)
-	rand.Read(b) // never fails since Go 1.24
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%X-%X-%X-%X-%X", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }
 
 // errResultPanic marks a panic of the plist decoder that resultJSON turned

@@ -7,9 +7,9 @@
 package profile
 
 import (
-	"crypto/rand"
 	"errors"
 	"fmt"
+	"github.com/picomdm/picomdm/mdm"
 	"net/url"
 	"strings"
 
@@ -191,7 +191,7 @@ func Generate(opts Options) ([]byte, error) {
 	}
 
 	var identity any
-	identityUUID := newUUID()
+	identityUUID := mdm.NewUUID()
 	if s := opts.SCEP; s != nil {
 		if err := checkURL("SCEP URL", s.URL, errors.New("profile: no SCEP URL")); err != nil {
 			return nil, err
@@ -230,10 +230,10 @@ func Generate(opts Options) ([]byte, error) {
 			Password:       opts.PKCS12.Password,
 		}
 	}
-	mdm := mdmPayload{
+	mdmp := mdmPayload{
 		payloadHeader: payloadHeader{
 			PayloadType: "com.apple.mdm", PayloadVersion: 1,
-			PayloadIdentifier: id + ".mdm", PayloadUUID: newUUID(),
+			PayloadIdentifier: id + ".mdm", PayloadUUID: mdm.NewUUID(),
 			PayloadDisplayName: "Mobile Device Management",
 		},
 		ServerURL:               opts.ServerURL,
@@ -250,12 +250,12 @@ func Generate(opts Options) ([]byte, error) {
 	top := configuration{
 		payloadHeader: payloadHeader{
 			PayloadType: "Configuration", PayloadVersion: 1,
-			PayloadIdentifier: id, PayloadUUID: newUUID(),
+			PayloadIdentifier: id, PayloadUUID: mdm.NewUUID(),
 			PayloadDisplayName: name,
 		},
 		PayloadOrganization: opts.Organization,
 		PayloadDescription:  opts.Description,
-		PayloadContent:      []any{identity, mdm},
+		PayloadContent:      []any{identity, mdmp},
 	}
 	b, err := plist.MarshalIndent(top, "\t")
 	if err != nil {
@@ -289,13 +289,4 @@ func parseSubject(s string) ([][][]string, error) {
 		rdns = append(rdns, [][]string{{k, v}})
 	}
 	return rdns, nil
-}
-
-// newUUID returns a random (version 4) UUID in upper case.
-func newUUID() string {
-	b := make([]byte, 16)
-	rand.Read(b) // never fails since Go 1.24
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%X-%X-%X-%X-%X", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }

@@ -1,8 +1,7 @@
 package webhook
 
 import (
-	"crypto/rand"
-	"encoding/hex"
+	"strings"
 	"time"
 
 	"github.com/picomdm/picomdm/mdm"
@@ -116,7 +115,7 @@ func newCheckinEvent(r *mdm.Request, msg mdm.Checkin, now time.Time) *Event {
 	keys := msg.EnrollmentKeys()
 	return &Event{
 		Topic:     "mdm." + msg.Type(),
-		EventID:   newUUID(),
+		EventID:   strings.ToLower(mdm.NewUUID()),
 		CreatedAt: now.UTC(),
 		CheckinEvent: &CheckinEvent{
 			UDID:         keys.UDID,
@@ -132,7 +131,7 @@ func newCheckinEvent(r *mdm.Request, msg mdm.Checkin, now time.Time) *Event {
 func newAcknowledgeEvent(r *mdm.Request, results *mdm.CommandResults, now time.Time) *Event {
 	return &Event{
 		Topic:     TopicConnect,
-		EventID:   newUUID(),
+		EventID:   strings.ToLower(mdm.NewUUID()),
 		CreatedAt: now.UTC(),
 		AcknowledgeEvent: &AcknowledgeEvent{
 			UDID:         results.UDID,
@@ -144,24 +143,4 @@ func newAcknowledgeEvent(r *mdm.Request, results *mdm.CommandResults, now time.T
 			IDs:          idsOf(r),
 		},
 	}
-}
-
-// newUUID returns a random (version 4) UUID in its canonical lower-case
-// form.
-func newUUID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	var s [36]byte
-	hex.Encode(s[0:8], b[0:4])
-	s[8] = '-'
-	hex.Encode(s[9:13], b[4:6])
-	s[13] = '-'
-	hex.Encode(s[14:18], b[6:8])
-	s[18] = '-'
-	hex.Encode(s[19:23], b[8:10])
-	s[23] = '-'
-	hex.Encode(s[24:], b[10:])
-	return string(s[:])
 }

@@ -28,13 +28,7 @@ import (
 
 // NewUUID returns a random version 4 UUID in upper case, the form devices
 // use for UDIDs and UserIDs and servers for CommandUUIDs.
-func NewUUID() string {
-	b := RandomBytes(16)
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	h := strings.ToUpper(hex.EncodeToString(b))
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
-}
+func NewUUID() string { return mdm.NewUUID() }
 
 // RandomBytes returns n random bytes, for push tokens, unlock tokens and
 // bootstrap tokens that must differ between runs against a shared database.

@@ -5,9 +5,9 @@ package apiclient
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"github.com/picomdm/picomdm/mdm"
 	"io"
 	"net/http"
 	"net/url"
@@ -178,7 +178,7 @@ func (c *Client) send(ctx context.Context, method, u, contentType string, body [
 // {CommandUUID, Command: {RequestType, fields…}}, the shape of Apple's
 // command payloads. It panics if fields hold a value plist cannot encode.
 func NewCommand(requestType string, fields map[string]any) (uuid string, raw []byte) {
-	uuid = newUUID()
+	uuid = mdm.NewUUID()
 	command := map[string]any{"RequestType": requestType}
 	for k, v := range fields {
 		command[k] = v
@@ -191,13 +191,4 @@ func NewCommand(requestType string, fields map[string]any) (uuid string, raw []b
 		panic(fmt.Sprintf("apiclient: encoding %s command: %v", requestType, err))
 	}
 	return uuid, raw
-}
-
-// newUUID returns a random (version 4) UUID in upper case.
-func newUUID() string {
-	b := make([]byte, 16)
-	rand.Read(b) // never fails since Go 1.24
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%X-%X-%X-%X-%X", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }

@@ -192,7 +192,7 @@ func New(ca *CA, serverURL string, opts ...Option) (*Device, error) {
 	}
 	d := &Device{
 		Token:          randomBytes(32),
-		PushMagic:      newUUID(),
+		PushMagic:      mdm.NewUUID(),
 		Topic:          cfg.topic,
 		UnlockToken:    randomBytes(48),
 		DeviceName:     "devsim",
@@ -211,7 +211,7 @@ func New(ca *CA, serverURL string, opts ...Option) (*Device, error) {
 	}
 	id := cfg.udid
 	if id == "" {
-		id = newUUID()
+		id = mdm.NewUUID()
 	}
 	if cfg.userEnrollment {
 		d.EnrollmentID = id
@@ -275,7 +275,7 @@ func (d *Device) newChannel() *Device {
 	u := *root
 	u.UserID, u.UserShortName, u.UserLongName, u.EnrollmentUserID = "", "", "", ""
 	u.Token = randomBytes(32)
-	u.PushMagic = newUUID()
+	u.PushMagic = mdm.NewUUID()
 	u.UnlockToken = nil
 	u.parent = root
 	return &u
@@ -355,15 +355,6 @@ func randomBytes(n int) []byte {
 	b := make([]byte, n)
 	rand.Read(b) // never fails since Go 1.24
 	return b
-}
-
-// newUUID returns a random (version 4) UUID in upper case, the form
-// devices use for UDIDs and PushMagic.
-func newUUID() string {
-	b := randomBytes(16)
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%X-%X-%X-%X-%X", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }
 
 // newSerialNumber returns a random 12-character serial number in Apple's

@@ -28,9 +28,9 @@ package load
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
+	"github.com/picomdm/picomdm/mdm"
 	"io"
 	"net"
 	"net/http"
@@ -213,7 +213,7 @@ func (b *bench) setup(ctx context.Context) error {
 	b.tracks = make([]track, cfg.Devices)
 	drainLimit := cfg.Commands + max(cfg.Depth, 0) + 16
 	err = device.ForEach(ctx, cfg.Devices, runtime.GOMAXPROCS(0), func(_ context.Context, i int) error {
-		udid := newUUID()
+		udid := mdm.NewUUID()
 		key := b.signers[i%len(b.signers)]
 		cert, err := cfg.CA.Issue(udid, key)
 		if err != nil {
@@ -350,7 +350,7 @@ func (b *bench) migrate(ctx context.Context, n int) ([]string, error) {
 	ids := make([]string, n)
 	p := b.begin("migrate", n, "enrollments")
 	err := device.ForEach(ctx, n, b.cfg.Concurrency, func(ctx context.Context, i int) error {
-		d, err := device.New(nil, b.cfg.MDMURL, device.WithUDID(newUUID()), device.WithTopic(b.cfg.Topic),
+		d, err := device.New(nil, b.cfg.MDMURL, device.WithUDID(mdm.NewUUID()), device.WithTopic(b.cfg.Topic),
 			device.WithIdentity(b.devices[0].Cert, b.devices[0].Key))
 		if err != nil {
 			return err
@@ -583,15 +583,6 @@ func newTransport(concurrency int) *http.Transport {
 // newCommand returns a small DeviceInformation command.
 func newCommand() (uuid string, raw []byte) {
 	return apiclient.NewCommand("DeviceInformation", map[string]any{"Queries": []string{"Model", "OSVersion"}})
-}
-
-// newUUID returns a random upper-case UUID, the form of a Mac's UDID.
-func newUUID() string {
-	b := make([]byte, 16)
-	rand.Read(b)
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%X-%X-%X-%X-%X", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }
 
 // track is what one device was sent and received, in order.

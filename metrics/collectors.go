@@ -7,10 +7,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// WebhookStats reads a webhook's delivery counters: events delivered,
-// retries, events dropped, and events waiting now. A closure over
+// WebhookCounts are a webhook's delivery counters: events delivered,
+// retries, events dropped, and the events waiting now with the bytes they
+// hold.
+type WebhookCounts struct {
+	Delivered, Retries, Dropped uint64
+	QueueLen                    int
+	QueueBytes                  int64
+}
+
+// WebhookStats reads a webhook's counters. A closure over
 // (*webhook.Webhook).Stats fits.
-type WebhookStats func() (delivered, retries, dropped uint64, queueLen int)
+type WebhookStats func() WebhookCounts
 
 // RegisterWebhook adds the picomdm_webhook_* metrics, read from stats at
 // every scrape. It panics if stats is nil or a webhook is already
@@ -31,9 +39,11 @@ var (
 		"Webhook events given up (queue full, retry window over, or shutdown).", nil, nil)
 	webhookQueue = prometheus.NewDesc(namespace+"_webhook_queue_length",
 		"Webhook events waiting for delivery.", nil, nil)
+	webhookQueueBytes = prometheus.NewDesc(namespace+"_webhook_queue_bytes",
+		"Bytes of the webhook events queued or being delivered (bounded by -webhook-queue-bytes).", nil, nil)
 )
 
-// webhookCollector reads all four values in one Stats call per scrape, so
+// webhookCollector reads all five values in one Stats call per scrape, so
 // they are consistent with each other.
 type webhookCollector struct {
 	stats WebhookStats
@@ -44,14 +54,16 @@ func (c *webhookCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- webhookRetries
 	ch <- webhookDropped
 	ch <- webhookQueue
+	ch <- webhookQueueBytes
 }
 
 func (c *webhookCollector) Collect(ch chan<- prometheus.Metric) {
-	delivered, retries, dropped, queueLen := c.stats()
-	ch <- prometheus.MustNewConstMetric(webhookDelivered, prometheus.CounterValue, float64(delivered))
-	ch <- prometheus.MustNewConstMetric(webhookRetries, prometheus.CounterValue, float64(retries))
-	ch <- prometheus.MustNewConstMetric(webhookDropped, prometheus.CounterValue, float64(dropped))
-	ch <- prometheus.MustNewConstMetric(webhookQueue, prometheus.GaugeValue, float64(queueLen))
+	st := c.stats()
+	ch <- prometheus.MustNewConstMetric(webhookDelivered, prometheus.CounterValue, float64(st.Delivered))
+	ch <- prometheus.MustNewConstMetric(webhookRetries, prometheus.CounterValue, float64(st.Retries))
+	ch <- prometheus.MustNewConstMetric(webhookDropped, prometheus.CounterValue, float64(st.Dropped))
+	ch <- prometheus.MustNewConstMetric(webhookQueue, prometheus.GaugeValue, float64(st.QueueLen))
+	ch <- prometheus.MustNewConstMetric(webhookQueueBytes, prometheus.GaugeValue, float64(st.QueueBytes))
 }
 
 // PushCertExpiries returns the NotAfter of every stored push certificate,

@@ -211,7 +211,9 @@ func TestInstrumentStoreErrors(t *testing.T) {
 
 func TestWebhookAndPushCertCollectors(t *testing.T) {
 	reg := New("dev", WithoutRuntimeMetrics())
-	reg.RegisterWebhook(func() (uint64, uint64, uint64, int) { return 7, 2, 1, 4 })
+	reg.RegisterWebhook(func() WebhookCounts {
+		return WebhookCounts{Delivered: 7, Retries: 2, Dropped: 1, QueueLen: 4, QueueBytes: 4096}
+	})
 	now := time.Now()
 	reg.RegisterPushCertExpiry(func(context.Context) (map[string]time.Time, error) {
 		return map[string]time.Time{"com.apple.mgmt.test": now.Add(time.Hour)}, nil
@@ -222,6 +224,7 @@ func TestWebhookAndPushCertCollectors(t *testing.T) {
 		"picomdm_webhook_retries_total 2",
 		"picomdm_webhook_dropped_total 1",
 		"picomdm_webhook_queue_length 4",
+		"picomdm_webhook_queue_bytes 4096",
 		`picomdm_push_cert_expiry_seconds{topic="com.apple.mgmt.test"} 3`, // 3599.x
 	} {
 		if !strings.Contains(body, want) {

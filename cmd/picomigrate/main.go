@@ -17,6 +17,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/signal"
@@ -57,7 +58,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if !*dryRun && (*url == "" || *apiKey == "") {
 		return errors.New("-url and -api are required (or -dry-run)")
 	}
-	src, closeFn, err := backends.Open(*name, *dsn, *options)
+	// The source backend's own lines (migrations, driver messages) go to
+	// stderr, in the text format the rest of picomigrate's output uses.
+	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	src, closeFn, err := backends.Open(*name, *dsn, *options, backends.WithLogger(logger))
 	if err != nil {
 		return err
 	}

@@ -237,9 +237,9 @@ func (a *App) wire(stdout io.Writer) error {
 			whOpts = append(whOpts, webhook.WithHMACKey([]byte(cfg.WebhookHMACKey)))
 		}
 		a.webhook = webhook.New(cfg.WebhookURL, store, whOpts...)
-		a.metrics.RegisterWebhook(func() (delivered, retries, dropped uint64, queueLen int) {
+		a.metrics.RegisterWebhook(func() metrics.WebhookCounts {
 			st := a.webhook.Stats()
-			return st.Delivered, st.Retries, st.Dropped, st.QueueLen
+			return metrics.WebhookCounts{Delivered: st.Delivered, Retries: st.Retries, Dropped: st.Dropped, QueueLen: st.QueueLen, QueueBytes: st.QueueBytes}
 		})
 		others = append(others, a.webhook)
 		// Close without Serve (tests) drains briefly; after Serve's

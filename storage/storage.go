@@ -271,4 +271,7 @@ type Store interface {
 	PushTokenStore
 	CertAuthLookup
 	InspectionStore
+	OutboxStore
+	LeaseStore
+	RepushStore
 }

@@ -5,22 +5,23 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/picomdm/picomdm/storage"
 )
 
-// WebhookCounts are a webhook's delivery counters: events delivered,
-// retries, events dropped, and the events waiting now with the bytes they
-// hold.
+// WebhookCounts are a webhook's delivery counters, for this process:
+// events the receiver accepted, failed attempts scheduled again, events
+// set aside, events that could not be stored in the outbox, and events
+// the outbox trim deleted.
 type WebhookCounts struct {
-	Delivered, Retries, Dropped uint64
-	QueueLen                    int
-	QueueBytes                  int64
+	Delivered, Retries, SetAside, StoreFailed, Trimmed uint64
 }
 
 // WebhookStats reads a webhook's counters. A closure over
 // (*webhook.Webhook).Stats fits.
 type WebhookStats func() WebhookCounts
 
-// RegisterWebhook adds the picomdm_webhook_* metrics, read from stats at
+// RegisterWebhook adds the picomdm_webhook_* counters, read from stats at
 // every scrape. It panics if stats is nil or a webhook is already
 // registered.
 func (r *Registry) RegisterWebhook(stats WebhookStats) {
@@ -34,17 +35,17 @@ var (
 	webhookDelivered = prometheus.NewDesc(namespace+"_webhook_deliveries_total",
 		"Webhook events the receiver accepted.", nil, nil)
 	webhookRetries = prometheus.NewDesc(namespace+"_webhook_retries_total",
-		"Webhook delivery attempts repeated after a failed one.", nil, nil)
-	webhookDropped = prometheus.NewDesc(namespace+"_webhook_dropped_total",
-		"Webhook events given up (queue full, retry window over, or shutdown).", nil, nil)
-	webhookQueue = prometheus.NewDesc(namespace+"_webhook_queue_length",
-		"Webhook events waiting for delivery.", nil, nil)
-	webhookQueueBytes = prometheus.NewDesc(namespace+"_webhook_queue_bytes",
-		"Bytes of the webhook events queued or being delivered (bounded by -webhook-queue-bytes).", nil, nil)
+		"Webhook delivery attempts that failed and were scheduled again.", nil, nil)
+	webhookSetAside = prometheus.NewDesc(namespace+"_webhook_set_aside_total",
+		"Webhook events set aside (refused by the receiver, or unreachable past -webhook-retry-for).", nil, nil)
+	webhookStoreFailed = prometheus.NewDesc(namespace+"_webhook_store_failures_total",
+		"Webhook events that could not be stored in the outbox (lost).", nil, nil)
+	webhookTrimmed = prometheus.NewDesc(namespace+"_webhook_outbox_trimmed_total",
+		"Webhook events the outbox trim deleted (set-aside past -webhook-failed-retention, or over -webhook-outbox-max-events).", nil, nil)
 )
 
-// webhookCollector reads all five values in one Stats call per scrape, so
-// they are consistent with each other.
+// webhookCollector reads all values in one Stats call per scrape, so they
+// are consistent with each other.
 type webhookCollector struct {
 	stats WebhookStats
 }
@@ -52,18 +53,80 @@ type webhookCollector struct {
 func (c *webhookCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- webhookDelivered
 	ch <- webhookRetries
-	ch <- webhookDropped
-	ch <- webhookQueue
-	ch <- webhookQueueBytes
+	ch <- webhookSetAside
+	ch <- webhookStoreFailed
+	ch <- webhookTrimmed
 }
 
 func (c *webhookCollector) Collect(ch chan<- prometheus.Metric) {
 	st := c.stats()
 	ch <- prometheus.MustNewConstMetric(webhookDelivered, prometheus.CounterValue, float64(st.Delivered))
 	ch <- prometheus.MustNewConstMetric(webhookRetries, prometheus.CounterValue, float64(st.Retries))
-	ch <- prometheus.MustNewConstMetric(webhookDropped, prometheus.CounterValue, float64(st.Dropped))
-	ch <- prometheus.MustNewConstMetric(webhookQueue, prometheus.GaugeValue, float64(st.QueueLen))
-	ch <- prometheus.MustNewConstMetric(webhookQueueBytes, prometheus.GaugeValue, float64(st.QueueBytes))
+	ch <- prometheus.MustNewConstMetric(webhookSetAside, prometheus.CounterValue, float64(st.SetAside))
+	ch <- prometheus.MustNewConstMetric(webhookStoreFailed, prometheus.CounterValue, float64(st.StoreFailed))
+	ch <- prometheus.MustNewConstMetric(webhookTrimmed, prometheus.CounterValue, float64(st.Trimmed))
+}
+
+// OutboxStats reads the webhook outbox's summary; a closure over
+// storage.OutboxStore.OutboxStats fits.
+type OutboxStats func(ctx context.Context) (storage.OutboxStats, error)
+
+// DefaultOutboxTimeout bounds the OutboxStats call of one scrape.
+const DefaultOutboxTimeout = 5 * time.Second
+
+// RegisterOutbox adds picomdm_webhook_outbox_events{state} (pending,
+// failed) and picomdm_webhook_outbox_oldest_pending_age_seconds (0 when
+// nothing is pending), read from stats at every scrape with timeout (a
+// non-positive timeout means DefaultOutboxTimeout); these describe the
+// shared outbox, so every replica reports the same values. When stats
+// fails, the scrape reports the error and serves every other metric. It
+// panics if stats is nil or an outbox is already registered.
+func (r *Registry) RegisterOutbox(stats OutboxStats, timeout time.Duration) {
+	if stats == nil {
+		panic("metrics: RegisterOutbox with nil stats")
+	}
+	if timeout <= 0 {
+		timeout = DefaultOutboxTimeout
+	}
+	r.reg.MustRegister(&outboxCollector{stats: stats, timeout: timeout, now: time.Now})
+}
+
+var (
+	outboxEvents = prometheus.NewDesc(namespace+"_webhook_outbox_events",
+		"Webhook events in the outbox, by state (pending: waiting for delivery; failed: set aside).",
+		[]string{"state"}, nil)
+	outboxOldestAge = prometheus.NewDesc(namespace+"_webhook_outbox_oldest_pending_age_seconds",
+		"Age of the oldest pending webhook event (0 when none is pending).", nil, nil)
+)
+
+type outboxCollector struct {
+	stats   OutboxStats
+	timeout time.Duration
+	now     func() time.Time
+}
+
+func (c *outboxCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- outboxEvents
+	ch <- outboxOldestAge
+}
+
+func (c *outboxCollector) Collect(ch chan<- prometheus.Metric) {
+	// Collect gets no context from the scrape; the timeout keeps a slow
+	// storage from holding the scrape forever.
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	st, err := c.stats(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(outboxEvents, err)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(outboxEvents, prometheus.GaugeValue, float64(st.Pending), storage.OutboxPending)
+	ch <- prometheus.MustNewConstMetric(outboxEvents, prometheus.GaugeValue, float64(st.Failed), storage.OutboxFailed)
+	age := 0.0
+	if !st.OldestPending.IsZero() {
+		age = max(c.now().Sub(st.OldestPending).Seconds(), 0)
+	}
+	ch <- prometheus.MustNewConstMetric(outboxOldestAge, prometheus.GaugeValue, age)
 }
 
 // PushCertExpiries returns the NotAfter of every stored push certificate,

@@ -212,8 +212,11 @@ func TestInstrumentStoreErrors(t *testing.T) {
 func TestWebhookAndPushCertCollectors(t *testing.T) {
 	reg := New("dev", WithoutRuntimeMetrics())
 	reg.RegisterWebhook(func() WebhookCounts {
-		return WebhookCounts{Delivered: 7, Retries: 2, Dropped: 1, QueueLen: 4, QueueBytes: 4096}
+		return WebhookCounts{Delivered: 7, Retries: 2, SetAside: 1, StoreFailed: 3, Trimmed: 5}
 	})
+	reg.RegisterOutbox(func(context.Context) (storage.OutboxStats, error) {
+		return storage.OutboxStats{Pending: 4, Failed: 6, OldestPending: time.Now().Add(-time.Minute)}, nil
+	}, 0)
 	now := time.Now()
 	reg.RegisterPushCertExpiry(func(context.Context) (map[string]time.Time, error) {
 		return map[string]time.Time{"com.apple.mgmt.test": now.Add(time.Hour)}, nil
@@ -222,9 +225,12 @@ func TestWebhookAndPushCertCollectors(t *testing.T) {
 	for _, want := range []string{
 		"picomdm_webhook_deliveries_total 7",
 		"picomdm_webhook_retries_total 2",
-		"picomdm_webhook_dropped_total 1",
-		"picomdm_webhook_queue_length 4",
-		"picomdm_webhook_queue_bytes 4096",
+		"picomdm_webhook_set_aside_total 1",
+		"picomdm_webhook_store_failures_total 3",
+		"picomdm_webhook_outbox_trimmed_total 5",
+		`picomdm_webhook_outbox_events{state="pending"} 4`,
+		`picomdm_webhook_outbox_events{state="failed"} 6`,
+		"picomdm_webhook_outbox_oldest_pending_age_seconds 6",             // 60.x
 		`picomdm_push_cert_expiry_seconds{topic="com.apple.mgmt.test"} 3`, // 3599.x
 	} {
 		if !strings.Contains(body, want) {
@@ -235,6 +241,9 @@ func TestWebhookAndPushCertCollectors(t *testing.T) {
 
 func TestPushCertFailureKeepsScrape(t *testing.T) {
 	reg := New("dev", WithoutRuntimeMetrics())
+	reg.RegisterOutbox(func(context.Context) (storage.OutboxStats, error) {
+		return storage.OutboxStats{}, errors.New("outbox down")
+	}, time.Second)
 	reg.RegisterPushCertExpiry(func(context.Context) (map[string]time.Time, error) {
 		return nil, errors.New("database down")
 	}, time.Second)

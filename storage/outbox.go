@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"time"
 )
 
@@ -152,4 +153,40 @@ type RepushStore interface {
 // it on one replica at a time.
 type Purger interface {
 	Purge(ctx context.Context, now time.Time) (int, error)
+}
+
+// PendingEvent is the outbox event of a command report, handed to the
+// store with the report (WithPendingEvent) so that a backend that can
+// writes it in the same operation as the report
+// (CommandReportAndNexter.StoreCommandReportAndRetrieveNext): the event
+// then rides in the report's transaction instead of costing a storage
+// round trip of its own, and exists exactly when the report was stored.
+// A store that wrote it calls MarkStored; the webhook stores an event left
+// unmarked itself, still before the device gets its answer.
+type PendingEvent struct {
+	// Event is the event to store (state pending).
+	Event  *OutboxEvent
+	stored atomic.Bool
+}
+
+// MarkStored records that the store wrote the event.
+func (p *PendingEvent) MarkStored() { p.stored.Store(true) }
+
+// Stored reports whether a store wrote the event.
+func (p *PendingEvent) Stored() bool { return p.stored.Load() }
+
+type pendingEventKey struct{}
+
+// WithPendingEvent returns ctx carrying p.
+func WithPendingEvent(ctx context.Context, p *PendingEvent) context.Context {
+	return context.WithValue(ctx, pendingEventKey{}, p)
+}
+
+// PendingEventFrom returns the PendingEvent ctx carries, if any.
+func PendingEventFrom(ctx context.Context) (*PendingEvent, bool) {
+	if ctx == nil {
+		return nil, false
+	}
+	p, ok := ctx.Value(pendingEventKey{}).(*PendingEvent)
+	return p, ok && p != nil && p.Event != nil
 }

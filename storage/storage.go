@@ -107,6 +107,10 @@ type CommandReportAndNexter interface {
 	// next command is returned, and an error means no command is handed
 	// out (though the report may have been stored, as with an error from
 	// RetrieveNextCommand after StoreCommandReport).
+	//
+	// When r.Context carries a PendingEvent (the report's webhook event),
+	// a store that can writes it in the same operation as the report and
+	// marks it stored; one that cannot leaves it unmarked.
 	StoreCommandReportAndRetrieveNext(r *mdm.Request, report *mdm.CommandResults) (*mdm.Command, error)
 }
 

@@ -10,6 +10,7 @@
 # picomdm_bench database, dropped and created), starts picomdm on
 # 127.0.0.1:9400 pushing to devsim's mock APNs on 127.0.0.1:9443, runs the
 # bench (which reports the server's RSS at the end) and stops the server.
+# WEBHOOK=1 adds a webhook receiver (see below).
 # PROFILE=1 also takes a 20 s CPU profile of the server from the start of
 # the run (written to the work directory, which is printed).
 # MariaDB and PostgreSQL are expected where tools/testenv.sh finds them.
@@ -44,12 +45,28 @@ pgsql)
 	;;
 esac
 
+# WEBHOOK=1 also runs a receiver that accepts every event (on
+# 127.0.0.1:9402) and points -webhook-url at it, so that the run includes
+# the durable outbox's write per device request.
+webhook=()
+if [ "${WEBHOOK:-}" = 1 ]; then
+	python3 -c '
+import http.server
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200); self.send_header("Content-Length", "0"); self.end_headers()
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer(("127.0.0.1", 9402), H).serve_forever()' &
+	receiver=$!
+	webhook=(-webhook-url http://127.0.0.1:9402/webhook)
+fi
 "$bin/picomdm" -listen 127.0.0.1:9400 -metrics-listen 127.0.0.1:9401 -pprof \
 	-ca "$work/ca.pem" -api "$key" -migration \
 	-push-url https://127.0.0.1:9443 -push-ca "$work/apns.pem" \
-	"${storage[@]}" >"$work/server.log" 2>&1 &
+	"${storage[@]}" "${webhook[@]}" >"$work/server.log" 2>&1 &
 server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
+trap 'kill $server ${receiver:-} 2>/dev/null; wait $server 2>/dev/null || true' EXIT
 for _ in $(seq 100); do
 	curl -fsS -o /dev/null http://127.0.0.1:9400/healthz 2>/dev/null && break
 	sleep 0.1

@@ -182,8 +182,22 @@ func (m *Multi) GetToken(r *mdm.Request, msg *mdm.GetToken) (*mdm.GetTokenRespon
 	return tok, err
 }
 
+// ReportPreparer is implemented by other services that want to hand
+// something to the first service's storage with a command report, such
+// as the webhook's event, which a store writes in the report's own
+// transaction (storage.PendingEvent). Multi calls PrepareReport before
+// the first service and passes the request it returns to every service.
+type ReportPreparer interface {
+	PrepareReport(r *mdm.Request, results *mdm.CommandResults) *mdm.Request
+}
+
 // CommandAndReportResults implements service.CommandAndReportResults.
 func (m *Multi) CommandAndReportResults(r *mdm.Request, results *mdm.CommandResults) (*mdm.Command, error) {
+	for _, svc := range m.others {
+		if p, ok := svc.(ReportPreparer); ok {
+			r = p.PrepareReport(r, results)
+		}
+	}
 	cmd, err := m.first.CommandAndReportResults(r, results)
 	m.runOthers(r, err, "report "+results.Status, func(s service.CheckinAndCommandService, r *mdm.Request) error {
 		_, err := s.CommandAndReportResults(r, results)

@@ -3,168 +3,214 @@ package webhook
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
-	"hash/fnv"
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"sync"
+	"strconv"
+	"strings"
 	"time"
+
+	"github.com/picomdm/picomdm/storage"
 )
 
-// job is one encoded event waiting for delivery.
-type job struct {
-	topic        string
-	eventID      string
-	enrollmentID string
-	deviceID     string // the shard key: a device and its user channels stay in order
-	body         []byte
-	signature    string
-}
-
-// size is what j counts against the queue's byte bound: its encoded
-// event, which is nearly all the memory it holds.
-func (j *job) size() int64 { return int64(len(j.body)) }
-
-// shard is one worker's FIFO of jobs. A slice rather than a channel so the
-// queue bound is shared by all shards without preallocating it per shard.
-type shard struct {
-	mu   sync.Mutex
-	jobs []*job
-	wake chan struct{} // capacity 1: "there may be jobs"
-}
-
-func (s *shard) push(j *job) {
-	s.mu.Lock()
-	s.jobs = append(s.jobs, j)
-	s.mu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
-}
-
-func (s *shard) pop() (*job, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.jobs) == 0 {
-		return nil, false
-	}
-	j := s.jobs[0]
-	s.jobs[0] = nil
-	s.jobs = s.jobs[1:]
-	if len(s.jobs) == 0 {
-		s.jobs = nil // let the backing array go
-	}
-	return j, true
-}
-
-// shardIndex maps a device ID to a shard, so every event of a device (and
-// of its user channels) is delivered by the same worker, in order.
-func shardIndex(deviceID string, n int) int {
-	h := fnv.New32a()
-	h.Write([]byte(deviceID))
-	return int(h.Sum32() % uint32(n))
-}
-
-// start creates the shards and their workers.
+// start runs the claimer.
 func (w *Webhook) start() {
+	w.wake = make(chan struct{}, 1)
 	w.closing = make(chan struct{})
+	w.claimer = make(chan struct{})
 	w.done = make(chan struct{})
 	w.stop, w.cancel = context.WithCancel(context.Background())
-	w.shards = make([]*shard, w.workers)
-	for i := range w.shards {
-		s := &shard{wake: make(chan struct{}, 1)}
-		w.shards[i] = s
-		w.workerWG.Add(1)
-		go w.work(s)
-	}
-	go func() {
-		w.workerWG.Wait()
-		close(w.done)
-	}()
+	go w.claim()
 }
 
-// work delivers s's jobs one at a time, in order, until Close: then it
-// delivers what is left and exits.
-func (w *Webhook) work(s *shard) {
-	defer w.workerWG.Done()
+// lease is how long a claim lasts: an attempt takes at most the timeout,
+// and recording its outcome a little more.
+func (w *Webhook) lease() time.Duration { return 2 * w.timeout }
+
+// claim is the claimer loop: whenever workers are free it claims up to
+// that many events (the heads of as many enrollments) and hands each to a
+// delivery goroutine. It claims again at once when a claim filled every
+// free worker (there may be more), when woken (an event stored here, a
+// delivery finished), and at every poll interval (events stored by other
+// replicas, retries coming due); it stops at Close.
+func (w *Webhook) claim() {
+	defer close(w.claimer)
+	// sem holds a token per delivery running; only this loop adds
+	// tokens, so the free count it reads can only grow meanwhile.
+	sem := make(chan struct{}, w.workers)
+	tick := time.NewTicker(w.pollInterval)
+	defer tick.Stop()
 	for {
-		if j, ok := s.pop(); ok {
-			w.handle(j)
-			continue
+		select {
+		case <-w.closing:
+			return
+		default:
+		}
+		if free := cap(sem) - len(sem); free > 0 {
+			now := w.now()
+			events, err := w.outbox.ClaimEvents(w.stop, w.owner, now, now.Add(w.lease()), free)
+			if err != nil && w.stop.Err() == nil {
+				w.logger.Warn("webhook: claiming events from the outbox", "err", err)
+			}
+			for _, ev := range events {
+				sem <- struct{}{}
+				w.inflight.Add(1)
+				go func() {
+					defer func() {
+						<-sem
+						w.inflight.Done()
+						w.poke() // the enrollment's next event is now its head
+					}()
+					w.deliver(ev)
+				}()
+			}
+			if err == nil && len(events) == free {
+				continue
+			}
 		}
 		select {
 		case <-w.closing:
-			// Close holds off new pushes before closing the channel, so
-			// an empty shard now stays empty.
-			if j, ok := s.pop(); ok {
-				w.handle(j)
-				continue
-			}
 			return
-		case <-s.wake:
+		case <-w.wake:
+		case <-tick.C:
 		}
 	}
 }
 
-// handle delivers a job taken off a shard; its bytes count against the
-// bound until it is delivered or given up, retries included, since that is
-// how long it is held in memory.
-func (w *Webhook) handle(j *job) {
-	w.taken()
-	w.deliver(j)
-	w.release(j)
+// outcome classifies one attempt.
+type outcome int
+
+const (
+	accepted    outcome = iota // any 2xx
+	unreachable                // connection error, timeout, 429, 502, 503, 504
+	refused                    // any other non-2xx
+)
+
+// classify says what err, the result of post, means for the event.
+func classify(err error) outcome {
+	if err == nil {
+		return accepted
+	}
+	var se *statusError
+	if errors.As(err, &se) {
+		switch se.code {
+		case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+			return unreachable
+		}
+		return refused
+	}
+	return unreachable
 }
 
-// deliver sends j, retrying failures with exponential backoff and jitter
-// until retryFor has passed since the first attempt; then the event is
-// dropped. Retrying keeps the rest of the shard waiting: that is what keeps
-// a device's events in order.
-func (w *Webhook) deliver(j *job) {
-	if w.stop.Err() != nil { // Close gave up: count what is left, quietly
-		w.dropped.Add(1)
+// refusedPrefix starts the LastError of a refused attempt, followed by
+// how many refusals in a row the event has had: the count survives a
+// hand-over to another replica with the event itself.
+const refusedPrefix = "refused "
+
+// refusals returns how many refusals in a row lastErr records.
+func refusals(lastErr string) int {
+	rest, ok := strings.CutPrefix(lastErr, refusedPrefix)
+	if !ok {
+		return 0
+	}
+	n, err := strconv.Atoi(rest[:strings.IndexByte(rest+":", ':')])
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+// backoff is the wait after the attempts-th failed attempt of an
+// unreachable receiver: the minimum doubled per attempt up to the
+// maximum, of which a random half to all.
+func (w *Webhook) backoff(attempts int) time.Duration {
+	wait := w.minBackoff
+	for i := 1; i < attempts && wait < w.maxBackoff; i++ {
+		wait *= 2
+	}
+	wait = min(wait, w.maxBackoff)
+	return wait/2 + rand.N(wait/2+1)
+}
+
+// deliver makes one attempt at ev, claimed by this process, and records
+// its outcome in the outbox.
+func (w *Webhook) deliver(ev storage.OutboxEvent) {
+	err := w.post(ev.Body)
+	if w.stop.Err() != nil {
+		// Close gave up on the attempt: it is not the receiver's doing,
+		// so nothing is recorded; Close releases the claim.
 		return
 	}
-	deadline := time.Now().Add(w.retryFor)
-	wait := w.minBackoff
-	for attempt := 1; ; attempt++ {
-		err := w.post(j)
-		if err == nil {
+	attempts := ev.Attempts + 1
+	now := w.now()
+	log := w.logger.With("topic", ev.Topic, "event_id", ev.ID, "enrollment_id", ev.EnrollmentID, "attempt", attempts)
+	ctx, cancel := context.WithTimeout(w.stop, w.timeout)
+	defer cancel()
+	var storeErr error
+	switch classify(err) {
+	case accepted:
+		storeErr = w.outbox.CompleteEvent(ctx, ev.ID, w.owner)
+		if storeErr == nil {
 			w.delivered.Add(1)
-			if attempt > 1 {
-				w.logger.Info("webhook: event delivered after retries", "topic", j.topic, "event_id", j.eventID, "enrollment_id", j.enrollmentID, "attempts", attempt)
+			if attempts > 1 {
+				log.Info("webhook: event delivered after retries")
 			}
-			return
 		}
-		if w.stop.Err() != nil {
-			w.dropped.Add(1)
-			return
+	case unreachable:
+		deadline := ev.CreatedAt.Add(w.retryFor)
+		if !now.Before(deadline) {
+			storeErr = w.outbox.SetAsideEvent(ctx, ev.ID, w.owner, attempts, err.Error())
+			if storeErr == nil {
+				w.setAside.Add(1)
+				log.Error("webhook: event set aside: receiver unreachable for longer than the retry window", "retry_for", w.retryFor, "err", err)
+			}
+			break
 		}
-		left := time.Until(deadline)
-		if left <= 0 {
-			w.dropped.Add(1)
-			w.logger.Error("webhook: event dropped after retrying", "topic", j.topic, "event_id", j.eventID, "enrollment_id", j.enrollmentID, "attempts", attempt, "retry_for", w.retryFor, "err", err)
-			return
+		// Never past the deadline, so the last attempt happens at it.
+		next := now.Add(w.backoff(attempts))
+		if next.After(deadline) {
+			next = deadline
 		}
-		level := w.logger.Debug
-		if attempt == 1 {
-			level = w.logger.Warn
+		storeErr = w.outbox.RetryEvent(ctx, ev.ID, w.owner, attempts, next, err.Error())
+		if storeErr == nil {
+			w.retries.Add(1)
+			level := log.Debug
+			if attempts == 1 {
+				level = log.Warn
+			}
+			level("webhook: receiver unreachable, retrying", "next_attempt_at", next, "err", err)
 		}
-		level("webhook: delivery failed, retrying", "topic", j.topic, "event_id", j.eventID, "enrollment_id", j.enrollmentID, "attempt", attempt, "err", err)
-		// Wait between half and all of the current backoff, never past
-		// the deadline, so the last attempt happens right at it.
-		sleep := min(wait/2+rand.N(wait/2+1), left)
-		timer := time.NewTimer(sleep)
-		select {
-		case <-timer.C:
-		case <-w.stop.Done():
-			timer.Stop()
-			w.dropped.Add(1)
-			return
+	case refused:
+		n := refusals(ev.LastError) + 1
+		lastErr := fmt.Sprintf("%s%d: %v", refusedPrefix, n, err)
+		if n >= w.refusedAttempts || !now.Before(ev.CreatedAt.Add(w.retryFor)) {
+			storeErr = w.outbox.SetAsideEvent(ctx, ev.ID, w.owner, attempts, lastErr)
+			if storeErr == nil {
+				w.setAside.Add(1)
+				log.Error("webhook: event set aside: the receiver refused it", "refusals", n, "err", err)
+			}
+			break
 		}
-		w.retries.Add(1)
-		wait = min(wait*2, w.maxBackoff)
+		wait := w.refusedWaits[min(n-1, len(w.refusedWaits)-1)]
+		storeErr = w.outbox.RetryEvent(ctx, ev.ID, w.owner, attempts, now.Add(wait), lastErr)
+		if storeErr == nil {
+			w.retries.Add(1)
+			log.Warn("webhook: receiver refused the event, retrying", "refusals", n, "wait", wait, "err", err)
+		}
+	}
+	switch {
+	case storeErr == nil:
+	case errors.Is(storeErr, storage.ErrLeaseLost):
+		// The claim expired and another replica took the event (or it
+		// was dropped): its outcome is that replica's to record.
+		w.leaseLost.Add(1)
+		log.Debug("webhook: claim lost before the outcome was recorded", "err", storeErr)
+	default:
+		// The claim expires and the event is delivered again: at least
+		// once, with the same event_id.
+		log.Warn("webhook: recording the delivery outcome in the outbox", "err", storeErr)
 	}
 }
 
@@ -175,18 +221,18 @@ func (e *statusError) Error() string {
 	return fmt.Sprintf("receiver answered %d %s", e.code, http.StatusText(e.code))
 }
 
-// post makes one delivery attempt, bounded by the per-request timeout. Any
-// 2xx is success.
-func (w *Webhook) post(j *job) error {
+// post makes one delivery attempt, bounded by the per-request timeout,
+// signing the body when there is an HMAC key. Any 2xx is success.
+func (w *Webhook) post(body []byte) error {
 	ctx, cancel := context.WithTimeout(w.stop, w.timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.url, bytes.NewReader(j.body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.url, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	if j.signature != "" {
-		req.Header.Set(SignatureHeader, j.signature)
+	if len(w.hmacKey) > 0 {
+		req.Header.Set(SignatureHeader, sign(w.hmacKey, body))
 	}
 	resp, err := w.client.Do(req)
 	if err != nil {
@@ -201,67 +247,94 @@ func (w *Webhook) post(j *job) error {
 	return nil
 }
 
-// Stats are the webhook's delivery counters since New.
+// Trim enforces the outbox's bounds (WithOutboxMaxEvents,
+// WithFailedRetention): set-aside events older than the retention go,
+// then, while more than the bound remain, the oldest set-aside events and
+// then the oldest pending ones. What it deletes is counted and logged.
+// It is a runner job: one replica at a time.
+func (w *Webhook) Trim(ctx context.Context, now time.Time) error {
+	var failedBefore time.Time
+	if w.failedRetention > 0 {
+		failedBefore = now.Add(-w.failedRetention)
+	}
+	n, err := w.outbox.TrimOutbox(ctx, w.maxEvents, failedBefore)
+	if n > 0 {
+		w.trimmed.Add(uint64(n))
+		w.logger.Warn("webhook: outbox trimmed", "deleted", n, "max_events", w.maxEvents, "failed_retention", w.failedRetention)
+	}
+	if err != nil {
+		return fmt.Errorf("webhook: trimming the outbox: %w", err)
+	}
+	return nil
+}
+
+// Stats are the webhook's counters since New, for this process.
 type Stats struct {
 	// Delivered counts events a receiver accepted (any 2xx).
 	Delivered uint64
-	// Retries counts repeated attempts after a failed one.
+	// Retries counts failed attempts scheduled to be made again.
 	Retries uint64
-	// Dropped counts events given up: queue full, retried for longer than
-	// the retry window, or left over when Close's context ended.
-	Dropped uint64
-	// QueueLen is how many events wait for delivery now (not counting the
-	// ones being sent).
-	QueueLen int
-	// QueueBytes is how many bytes the events waiting for delivery and
-	// the ones being sent hold (their encoded JSON); it never exceeds the
-	// WithQueueBytes bound.
-	QueueBytes int64
+	// SetAside counts events set aside (refused, or unreachable for
+	// longer than the retry window).
+	SetAside uint64
+	// StoreFailed counts events that could not be stored in the outbox
+	// (lost).
+	StoreFailed uint64
+	// LeaseLost counts outcomes not recorded because the claim had
+	// expired.
+	LeaseLost uint64
+	// Trimmed counts events Trim deleted.
+	Trimmed uint64
 }
 
-// Stats returns the current delivery counters.
+// Stats returns the current counters.
 func (w *Webhook) Stats() Stats {
-	w.account.Lock()
-	queued, held := w.queued, w.held
-	w.account.Unlock()
 	return Stats{
-		Delivered:  w.delivered.Load(),
-		Retries:    w.retries.Load(),
-		Dropped:    w.dropped.Load(),
-		QueueLen:   queued,
-		QueueBytes: held,
+		Delivered:   w.delivered.Load(),
+		Retries:     w.retries.Load(),
+		SetAside:    w.setAside.Load(),
+		StoreFailed: w.storeFailed.Load(),
+		LeaseLost:   w.leaseLost.Load(),
+		Trimmed:     w.trimmed.Load(),
 	}
 }
 
-// Close stops accepting events (the service methods then return
-// ErrClosed), keeps delivering the queued ones, retries included, until
-// they are all done or ctx ends, and then stops the workers. When ctx ends
-// first, in-flight attempts are abandoned, what is left is dropped, and
-// Close returns an error saying how many. Close returns once every worker
-// has exited; calling it again only waits for that.
+// Close stops claiming events, lets the deliveries in flight finish until
+// ctx ends (then abandons them, recording nothing), and releases this
+// process's claims so that other replicas take those events at once.
+// Events still pending stay in the outbox for any replica. It returns an
+// error when ctx ended with deliveries in flight. Calling it again only
+// waits for the first call and returns its result.
 func (w *Webhook) Close(ctx context.Context) error {
-	w.mu.Lock()
-	first := !w.closed
-	w.closed = true
-	w.mu.Unlock()
-	if first {
+	w.closeOnce.Do(func() {
+		defer close(w.done)
 		close(w.closing)
-	}
-	before := w.dropped.Load()
-	var err error
-	select {
-	case <-w.done:
-	case <-ctx.Done():
-		w.cancel()
-		<-w.done
-		if lost := w.dropped.Load() - before; lost > 0 {
-			err = fmt.Errorf("webhook: closing: %w: %d events not delivered", ctx.Err(), lost)
-			w.logger.Warn("webhook: closed before every event was delivered", "dropped", lost, "err", ctx.Err())
+		<-w.claimer // no claim is in progress any more
+		finished := make(chan struct{})
+		go func() {
+			w.inflight.Wait()
+			close(finished)
+		}()
+		select {
+		case <-finished:
+		case <-ctx.Done():
+			w.cancel()
+			<-finished
+			w.closeErr = fmt.Errorf("webhook: closing: %w: deliveries in flight abandoned (their events stay pending)", ctx.Err())
 		}
-	}
-	w.cancel()
-	if w.transport != nil {
-		w.transport.CloseIdleConnections()
-	}
-	return err
+		w.cancel()
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := w.outbox.ReleaseEvents(rctx, w.owner); err != nil {
+			w.closeErr = errors.Join(w.closeErr, fmt.Errorf("webhook: releasing claims: %w", err))
+		}
+		if w.transport != nil {
+			w.transport.CloseIdleConnections()
+		}
+		if w.closeErr != nil {
+			w.logger.Warn("webhook: closed", "err", w.closeErr)
+		}
+	})
+	<-w.done
+	return w.closeErr
 }

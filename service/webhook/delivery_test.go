@@ -1,25 +1,26 @@
 package webhook
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/picomdm/picomdm/test/logtest"
 	"log/slog"
-	"runtime"
+	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/picomdm/picomdm/mdm"
 	"github.com/picomdm/picomdm/service"
 	"github.com/picomdm/picomdm/service/core"
 	"github.com/picomdm/picomdm/service/multi"
+	"github.com/picomdm/picomdm/storage"
 	"github.com/picomdm/picomdm/storage/inmem"
+	"github.com/picomdm/picomdm/test/logtest"
 )
 
 func TestHeadersAndHMAC(t *testing.T) {
@@ -56,7 +57,7 @@ func TestHeadersAndHMAC(t *testing.T) {
 func TestTokenUpdateTallyAfterCore(t *testing.T) {
 	rc := newReceiver(t)
 	store := inmem.New()
-	w := newTestWebhook(t, rc.URL(), store)
+	w := newTestWebhookOn(t, store, rc.URL(), store)
 	m := multi.New(core.New(store), []service.CheckinAndCommandService{w})
 	auth := map[string]any{"MessageType": "Authenticate", "UDID": deviceUDID, "Topic": "com.apple.mgmt.test", "SerialNumber": "S1"}
 	token := map[string]any{"MessageType": "TokenUpdate", "UDID": deviceUDID, "Topic": "com.apple.mgmt.test", "PushMagic": "M", "Token": []byte("t")}
@@ -155,9 +156,13 @@ func TestReceiverDown(t *testing.T) {
 				t.Error("no delivered event was ever retried")
 			}
 			st := w.Stats()
-			if st.Retries == 0 || st.Dropped != 0 || st.QueueLen != 0 || st.QueueBytes != 0 {
-				t.Errorf("stats %+v: want retries, nothing dropped, empty queue", st)
+			if st.Retries == 0 || st.SetAside != 0 || st.LeaseLost != 0 {
+				t.Errorf("stats %+v: want retries, nothing set aside", st)
 			}
+			waitFor(t, "an empty outbox", func() bool {
+				os, err := w.outbox.OutboxStats(context.Background())
+				return err == nil && os.Pending == 0 && os.Failed == 0
+			})
 		})
 	}
 }
@@ -180,91 +185,8 @@ func TestRetriedUntilAccepted(t *testing.T) {
 	if all != refusals+1 || failed != refusals || rc.attempts.Load() != refusals+1 {
 		t.Fatalf("%d attempts (%d failed, %d reached the receiver), want %d with %d refused", all, failed, rc.attempts.Load(), refusals+1, refusals)
 	}
-	if st := w.Stats(); st.Retries != refusals || st.Dropped != 0 {
-		t.Fatalf("stats %+v, want %d retries and nothing dropped", st, refusals)
-	}
-}
-
-// TestQueueBytesBound: with the receiver down, events beyond the byte
-// bound are dropped and counted, never blocking the caller, and the bytes
-// held never pass the bound; once the receiver is back the admitted
-// events arrive.
-func TestQueueBytesBound(t *testing.T) {
-	const bound = 64 << 10
-	rc := newReceiver(t)
-	rc.fail.Store(true)
-	var logs logtest.Buffer
-	w := newTestWebhook(t, rc.URL(), nil, WithQueueBytes(bound), WithWorkers(1), WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
-
-	// A watcher samples the bytes held while events pour in.
-	stop := make(chan struct{})
-	peak := make(chan int64, 1)
-	go func() {
-		var most int64
-		for {
-			most = max(most, w.Stats().QueueBytes)
-			select {
-			case <-stop:
-				peak <- max(most, w.Stats().QueueBytes)
-				return
-			default:
-				runtime.Gosched()
-			}
-		}
-	}()
-
-	// One event larger than the whole bound never fits.
-	huge := report(deviceUDID, "Acknowledged", "HUGE")
-	huge["Blob"] = bytes.Repeat([]byte{'h'}, bound)
-	send(t, w, nil, huge)
-	if st := w.Stats(); st.Dropped != 1 || st.QueueBytes != 0 {
-		t.Fatalf("after an event larger than the bound: %+v, want it dropped", st)
-	}
-
-	// 10 KiB reports, 40 of them: about 400 KiB, six times the bound.
-	const sent = 40
-	start := time.Now()
-	for i := range sent {
-		msg := report(deviceUDID, "Acknowledged", fmt.Sprintf("C-%03d", i))
-		msg["Blob"] = bytes.Repeat([]byte{'x'}, 10<<10)
-		send(t, w, nil, msg)
-		if held := w.Stats().QueueBytes; held > bound {
-			t.Fatalf("after event %d the queue holds %d bytes, over its bound of %d", i, held, bound)
-		}
-	}
-	if time.Since(start) > 5*time.Second {
-		t.Error("a full queue blocked the caller")
-	}
-	close(stop)
-	if most := <-peak; most > bound {
-		t.Fatalf("the queue held %d bytes at its peak, over its bound of %d", most, bound)
-	}
-	st := w.Stats()
-	dropped := int(st.Dropped) - 1 // the huge one
-	admitted := sent - dropped
-	if dropped == 0 || admitted == 0 || st.Delivered != 0 {
-		t.Fatalf("stats %+v: want some events admitted, the rest dropped, none delivered yet", st)
-	}
-	if event := int64(10<<10) * 4 / 3; st.QueueBytes+event <= bound {
-		t.Errorf("only %d of %d bytes held, yet events were dropped", st.QueueBytes, bound)
-	}
-	if !strings.Contains(logs.String(), "queue full") {
-		t.Errorf("drops not logged: %s", logs.String())
-	}
-
-	rc.fail.Store(false)
-	waitFor(t, "the admitted events delivered", func() bool { return w.Stats().Delivered == uint64(admitted) })
-	got := rc.deliveries()
-	if len(got) != admitted {
-		t.Fatalf("%d events arrived, want the %d admitted", len(got), admitted)
-	}
-	for i, d := range got {
-		if uuid, want := d.event(t).AcknowledgeEvent.CommandUUID, fmt.Sprintf("C-%03d", i); uuid != want {
-			t.Errorf("event %d is %s, want %s (the first ones, in order)", i, uuid, want)
-		}
-	}
-	if st := w.Stats(); st.QueueBytes != 0 || st.QueueLen != 0 {
-		t.Fatalf("stats %+v after delivery, want an empty queue", st)
+	if st := w.Stats(); st.Retries != refusals || st.SetAside != 0 {
+		t.Fatalf("stats %+v, want %d retries and nothing set aside", st, refusals)
 	}
 }
 
@@ -301,35 +223,11 @@ func TestRefusedRequestEmitsNoEvent(t *testing.T) {
 				}
 				t.Fatalf("events %v, want only the successful Authenticate's", topics)
 			}
-			if st := w.Stats(); st.Delivered != 1 || st.QueueLen != 0 {
-				t.Fatalf("stats %+v, want one event, nothing queued", st)
+			if st := w.Stats(); st.Delivered != 1 {
+				t.Fatalf("stats %+v, want one event", st)
 			}
 		})
 	}
-}
-
-func TestQueueFullDrops(t *testing.T) {
-	rc := newReceiver(t)
-	rc.block = make(chan struct{})
-	var logs logtest.Buffer
-	w := newTestWebhook(t, rc.URL(), nil, WithQueueSize(3), WithWorkers(1), WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
-	send(t, w, nil, report(deviceUDID, "Idle", ""))
-	waitFor(t, "the first event in flight", func() bool { return rc.attempts.Load() == 1 })
-	start := time.Now()
-	for range 5 { // 3 fit in the queue, 2 do not
-		send(t, w, nil, report(deviceUDID, "Idle", ""))
-	}
-	if time.Since(start) > time.Second {
-		t.Error("a full queue blocked the caller")
-	}
-	if st := w.Stats(); st.Dropped != 2 || st.QueueLen != 3 {
-		t.Fatalf("stats %+v, want 2 dropped and 3 queued", st)
-	}
-	if !strings.Contains(logs.String(), "queue full") {
-		t.Errorf("drop not logged: %s", logs.String())
-	}
-	close(rc.block)
-	waitFor(t, "the queued events delivered", func() bool { return w.Stats().Delivered == 4 })
 }
 
 // TestSlowReceiverRetried: an attempt that outlives the per-request timeout
@@ -346,94 +244,327 @@ func TestSlowReceiverRetried(t *testing.T) {
 	}
 }
 
-func TestGivesUpAfterRetryFor(t *testing.T) {
+// TestRefusedEventSetAside: a receiver that answers 500 forever to one
+// topic gets each event of it the quick retries (3 attempts in all), then
+// the event is set aside (kept, state failed, with its last error) and the
+// enrollment's later events go on; other topics and enrollments flow.
+func TestRefusedEventSetAside(t *testing.T) {
+	rc := newReceiver(t)
+	rc.refuseTopic(TopicSetBootstrapToken, http.StatusInternalServerError)
+	store := inmem.New()
+	w := newTestWebhookOn(t, store, rc.URL(), nil)
+	send(t, w, nil, map[string]any{"MessageType": "Authenticate", "UDID": deviceUDID, "Topic": "t"})
+	send(t, w, nil, map[string]any{"MessageType": "SetBootstrapToken", "UDID": deviceUDID, "BootstrapToken": []byte("b")})
+	send(t, w, nil, report(deviceUDID, "Acknowledged", "AFTER"))
+	send(t, w, nil, report("OTHER-DEVICE", "Idle", ""))
+	got := rc.waitDeliveries(t, 3)
+	waitFor(t, "the refused event set aside", func() bool { return w.Stats().SetAside == 1 })
+	if n := rc.topicAttempts(TopicSetBootstrapToken); n != DefaultRefusedAttempts {
+		t.Errorf("the refused event had %d attempts, want %d", n, DefaultRefusedAttempts)
+	}
+	var order []string
+	for _, d := range got {
+		ev := d.event(t)
+		order = append(order, ev.Topic)
+		if ev.Topic == TopicSetBootstrapToken {
+			t.Error("the refused event counted as delivered")
+		}
+	}
+	if len(got) != 3 {
+		t.Fatalf("delivered %v, want the 3 accepted events", order)
+	}
+	failed := events(t, store, storage.OutboxFailed)
+	if len(failed) != 1 {
+		t.Fatalf("%d failed events, want 1", len(failed))
+	}
+	f := failed[0]
+	if f.Topic != TopicSetBootstrapToken || f.EnrollmentID != deviceUDID || f.State != storage.OutboxFailed ||
+		f.Attempts != DefaultRefusedAttempts || !strings.Contains(f.LastError, "500") {
+		t.Errorf("set-aside event %+v", f)
+	}
+	var body Event
+	if err := json.Unmarshal(f.Body, &body); err != nil || body.EventID != f.ID || body.Topic != f.Topic {
+		t.Errorf("set-aside body %s does not carry its event_id %s (%v)", f.Body, f.ID, err)
+	}
+	if pending := events(t, store, storage.OutboxPending); len(pending) != 0 {
+		t.Errorf("%d events still pending", len(pending))
+	}
+}
+
+// TestRefusedEventBlocksOnlyItsEnrollment: while one enrollment's refused
+// event waits for its next quick retry, other enrollments' events go on;
+// only that enrollment's later events wait behind it (order per
+// enrollment).
+func TestRefusedEventBlocksOnlyItsEnrollment(t *testing.T) {
+	rc := newReceiver(t)
+	rc.refuseTopic(TopicSetBootstrapToken, http.StatusInternalServerError)
+	w := newTestWebhook(t, rc.URL(), nil, WithRefusedRetries(3, time.Hour), WithWorkers(2))
+	send(t, w, nil, map[string]any{"MessageType": "SetBootstrapToken", "UDID": deviceUDID, "BootstrapToken": []byte("b")})
+	send(t, w, nil, report(deviceUDID, "Acknowledged", "BEHIND"))
+	waitFor(t, "the first refusal", func() bool { return rc.topicAttempts(TopicSetBootstrapToken) == 1 })
+	const others = 20
+	for i := range others {
+		send(t, w, nil, report(fmt.Sprintf("OTHER-%02d", i), "Idle", ""))
+	}
+	got := rc.waitDeliveries(t, others)
+	for _, d := range got {
+		if d.event(t).AcknowledgeEvent.IDs.ID == deviceUDID {
+			t.Error("an event of the refused enrollment overtook its refused event")
+		}
+	}
+	if n := rc.topicAttempts(TopicSetBootstrapToken); n != 1 {
+		t.Errorf("%d attempts of the refused event, want 1 (the next is an hour away)", n)
+	}
+}
+
+// TestRefusalsCountedSeparately: attempts the receiver was unreachable for
+// do not use up the quick retries of a refusal: an event first met with
+// 503s still gets its 3 refused attempts.
+func TestRefusalsCountedSeparately(t *testing.T) {
+	rc := newReceiver(t)
+	store := inmem.New()
+	w := newTestWebhookOn(t, store, rc.URL(), nil)
+	rc.down()
+	send(t, w, nil, report(deviceUDID, "Idle", ""))
+	waitFor(t, "retries while unreachable", func() bool { return w.Stats().Retries >= 3 })
+	rc.refuseTopic(TopicConnect, http.StatusBadRequest)
+	rc.up()
+	waitFor(t, "the event set aside", func() bool { return w.Stats().SetAside == 1 })
+	if n := rc.topicAttempts(TopicConnect); n != DefaultRefusedAttempts {
+		t.Errorf("%d refused attempts, want %d", n, DefaultRefusedAttempts)
+	}
+	f := events(t, store, storage.OutboxFailed)
+	if len(f) != 1 || f[0].Attempts < DefaultRefusedAttempts+3 {
+		t.Fatalf("failed events %+v: want one with every attempt counted", f)
+	}
+}
+
+// TestSetAsideAfterRetryFor: an event the receiver stays unreachable for
+// is retried until -webhook-retry-for has passed since it was stored, then
+// set aside; the enrollment's next event goes out.
+func TestSetAsideAfterRetryFor(t *testing.T) {
 	rc := newReceiver(t)
 	rc.fail.Store(true)
 	var logs logtest.Buffer
-	w := newTestWebhook(t, rc.URL(), nil, WithRetryFor(100*time.Millisecond), WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	store := inmem.New()
+	w := newTestWebhookOn(t, store, rc.URL(), nil, WithRetryFor(100*time.Millisecond), WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	send(t, w, nil, report(deviceUDID, "Idle", ""))
-	waitFor(t, "the event dropped", func() bool { return w.Stats().Dropped == 1 })
+	waitFor(t, "the event set aside", func() bool { return w.Stats().SetAside == 1 })
 	if st := w.Stats(); st.Delivered != 0 || st.Retries == 0 {
 		t.Fatalf("stats %+v", st)
 	}
-	if !strings.Contains(logs.String(), "dropped after retrying") || !strings.Contains(logs.String(), "503") {
-		t.Errorf("drop not logged with its cause: %s", logs.String())
+	if !strings.Contains(logs.String(), "set aside") || !strings.Contains(logs.String(), "503") {
+		t.Errorf("set-aside not logged with its cause: %s", logs.String())
 	}
-	// The shard is free again: the next event goes out.
+	if f := events(t, store, storage.OutboxFailed); len(f) != 1 || !strings.Contains(f[0].LastError, "503") {
+		t.Fatalf("failed events %+v", f)
+	}
 	rc.fail.Store(false)
 	send(t, w, nil, report(deviceUDID, "Idle", ""))
 	waitFor(t, "the next event delivered", func() bool { return w.Stats().Delivered == 1 })
 }
 
-func TestCloseDrains(t *testing.T) {
+// TestTwoReplicas: two Webhooks on one outbox, each storing the events of
+// the requests it serves, with a receiver that fails now and then: every
+// event arrives exactly once, in order per enrollment, whichever replica
+// stored or delivered it.
+func TestTwoReplicas(t *testing.T) {
 	rc := newReceiver(t)
-	rc.fail.Store(true)
-	w := newTestWebhook(t, rc.URL(), nil)
-	for i := range 10 {
-		send(t, w, nil, report(fmt.Sprintf("DEVICE-%d", i), "Idle", ""))
+	tries, client := newAttempts(t)
+	store := inmem.New()
+	a := newTestWebhookOn(t, store, rc.URL(), nil, WithClient(client), WithWorkers(3), WithOwner("replica-a"))
+	b := newTestWebhookOn(t, store, rc.URL(), nil, WithClient(client), WithWorkers(3), WithOwner("replica-b"))
+	rc.failNext.Store(10)
+	const devices, perDevice = 6, 20
+	for n := range perDevice {
+		for d := range devices {
+			replica := a
+			if (n+d)%2 == 1 {
+				replica = b
+			}
+			udid := fmt.Sprintf("DEVICE-%d", d)
+			send(t, replica, nil, report(udid, "Acknowledged", fmt.Sprintf("%s/%03d", udid, n)))
+		}
 	}
-	closed := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		closed <- w.Close(ctx)
-	}()
-	waitFor(t, "Close to stop accepting", func() bool {
-		w.mu.RLock()
-		defer w.mu.RUnlock()
-		return w.closed
-	})
-	r := mdm.NewRequest(context.Background(), nil)
-	r.EnrollID = &mdm.EnrollID{Type: mdm.Device, ID: deviceUDID}
-	if _, err := w.CommandAndReportResults(r, &mdm.CommandResults{Status: "Idle"}); !errors.Is(err, ErrClosed) {
-		t.Errorf("after Close: %v, want ErrClosed", err)
+	total := devices * perDevice
+	waitFor(t, "every event delivered", func() bool { return a.Stats().Delivered+b.Stats().Delivered == uint64(total) })
+	seen := map[string]bool{}
+	last := map[string]string{}
+	for _, d := range rc.deliveries() {
+		ev := d.event(t)
+		if seen[ev.EventID] {
+			t.Errorf("event %s delivered twice", ev.EventID)
+		}
+		seen[ev.EventID] = true
+		ack := ev.AcknowledgeEvent
+		if ack.CommandUUID <= last[ack.IDs.ID] {
+			t.Errorf("%s: %s delivered after %s", ack.IDs.ID, ack.CommandUUID, last[ack.IDs.ID])
+		}
+		last[ack.IDs.ID] = ack.CommandUUID
+		if all, failed := tries.of(ev.EventID); all != failed+1 {
+			t.Errorf("event %s: %d attempts, %d failed: want one success", ev.EventID, all, failed)
+		}
 	}
-	rc.fail.Store(false) // the receiver comes back while Close waits
-	if err := <-closed; err != nil {
-		t.Fatalf("Close: %v", err)
+	if len(seen) != total {
+		t.Fatalf("%d events arrived, want %d", len(seen), total)
 	}
-	if st := w.Stats(); st.Delivered != 10 || st.QueueLen != 0 {
-		t.Fatalf("stats %+v after Close, want all 10 delivered", st)
-	}
-	select {
-	case <-w.done:
-	default:
-		t.Fatal("workers still running after Close")
+	if a.Stats().Delivered == 0 || b.Stats().Delivered == 0 {
+		t.Errorf("one replica delivered everything (a %d, b %d): both should claim", a.Stats().Delivered, b.Stats().Delivered)
 	}
 }
 
-func TestCloseGivesUpAtDeadline(t *testing.T) {
+// TestCloseReleasesClaims: Close abandons a delivery still in flight at its
+// deadline, records nothing for it, and releases the claim, so another
+// replica delivers the event at once rather than after the lease (here
+// 20 s) runs out.
+func TestCloseReleasesClaims(t *testing.T) {
 	rc := newReceiver(t)
-	rc.fail.Store(true)
-	w := newTestWebhook(t, rc.URL(), nil, WithWorkers(2))
-	for i := range 20 {
-		send(t, w, nil, report(fmt.Sprintf("DEVICE-%d", i), "Idle", ""))
-	}
+	rc.block = make(chan struct{})
+	store := inmem.New()
+	a := newTestWebhookOn(t, store, rc.URL(), nil, WithOwner("replica-a"))
+	send(t, a, nil, report(deviceUDID, "Idle", ""))
+	waitFor(t, "the delivery in flight", func() bool { return rc.attempts.Load() == 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	err := w.Close(ctx)
-	if !errors.Is(err, context.DeadlineExceeded) {
+	if err := a.Close(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Close: %v, want the deadline", err)
 	}
+	if st := a.Stats(); st.Retries != 0 || st.Delivered != 0 {
+		t.Errorf("stats %+v: the abandoned attempt must record nothing", st)
+	}
+	pending := events(t, store, storage.OutboxPending)
+	if len(pending) != 1 || pending[0].Attempts != 0 {
+		t.Fatalf("pending %+v: want the event, with no attempt recorded", pending)
+	}
+	close(rc.block)
+	start := time.Now()
+	b := newTestWebhookOn(t, store, rc.URL(), nil, WithOwner("replica-b"))
+	waitFor(t, "the other replica to deliver", func() bool { return b.Stats().Delivered == 1 })
+	if took := time.Since(start); took > 2*DefaultTimeout {
+		t.Errorf("took %v: the claim was not released", took)
+	}
+	// Closing again is harmless and returns the first result.
+	if err := a.Close(context.Background()); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("second Close: %v", err)
+	}
+}
+
+// TestCloseWaitsForDeliveries: Close lets a delivery in flight finish
+// (and records it) when it does so before Close's deadline.
+func TestCloseWaitsForDeliveries(t *testing.T) {
+	rc := newReceiver(t)
+	rc.block = make(chan struct{})
+	store := inmem.New()
+	w := newTestWebhookOn(t, store, rc.URL(), nil)
+	send(t, w, nil, report(deviceUDID, "Idle", ""))
+	waitFor(t, "the delivery in flight", func() bool { return rc.attempts.Load() == 1 })
+	closed := make(chan error, 1)
+	go func() { closed <- w.Close(context.Background()) }()
 	select {
-	case <-w.done:
+	case err := <-closed:
+		t.Fatalf("Close returned (%v) with a delivery in flight", err)
 	default:
-		t.Fatal("workers still running after Close returned")
 	}
-	if st := w.Stats(); st.Dropped != 20 || st.QueueLen != 0 {
-		t.Fatalf("stats %+v, want every undelivered event counted as dropped", st)
+	close(rc.block)
+	if err := <-closed; err != nil {
+		t.Fatalf("Close: %v", err)
 	}
-	// Closing again is harmless.
-	if err := w.Close(context.Background()); err != nil {
-		t.Fatalf("second Close: %v", err)
+	if st := w.Stats(); st.Delivered != 1 {
+		t.Fatalf("stats %+v after Close, want the delivery recorded", st)
+	}
+	if os, err := store.OutboxStats(context.Background()); err != nil || os.Pending != 0 {
+		t.Fatalf("outbox %+v, %v: want it empty", os, err)
+	}
+	// After Close, events are still stored (any replica delivers them).
+	send(t, w, nil, report(deviceUDID, "Idle", ""))
+	if p := events(t, store, storage.OutboxPending); len(p) != 1 {
+		t.Fatalf("%d pending after Close, want the new event stored", len(p))
+	}
+}
+
+// failingOutbox is an outbox whose StoreEvent fails.
+type failingOutbox struct{ *inmem.Store }
+
+var errOutboxDown = errors.New("outbox down")
+
+func (failingOutbox) StoreEvent(context.Context, *storage.OutboxEvent) error { return errOutboxDown }
+
+// TestStoreFailureCounted: an event that cannot be stored is logged and
+// counted, and the device's request does not fail for it.
+func TestStoreFailureCounted(t *testing.T) {
+	rc := newReceiver(t)
+	var logs logtest.Buffer
+	w := newTestWebhookOn(t, failingOutbox{inmem.New()}, rc.URL(), nil, WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	send(t, w, nil, report(deviceUDID, "Idle", "")) // fails the test on an error
+	if st := w.Stats(); st.StoreFailed != 1 {
+		t.Fatalf("stats %+v, want one store failure", st)
+	}
+	if !strings.Contains(logs.String(), errOutboxDown.Error()) {
+		t.Errorf("store failure not logged: %s", logs.String())
+	}
+}
+
+// TestTrim: Trim keeps the outbox within its bound, counting and logging
+// what it deletes.
+func TestTrim(t *testing.T) {
+	rc := newReceiver(t)
+	rc.fail.Store(true)
+	store := inmem.New()
+	var logs logtest.Buffer
+	w := newTestWebhookOn(t, store, rc.URL(), nil, WithOutboxMaxEvents(2), WithBackoff(time.Hour, time.Hour),
+		WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	for i := range 5 {
+		send(t, w, nil, report(fmt.Sprintf("DEVICE-%d", i), "Idle", ""))
+	}
+	if err := w.Trim(context.Background(), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if st := w.Stats(); st.Trimmed != 3 {
+		t.Fatalf("stats %+v, want 3 trimmed", st)
+	}
+	if os, err := store.OutboxStats(context.Background()); err != nil || os.Pending != 2 {
+		t.Fatalf("outbox %+v, %v: want 2 left", os, err)
+	}
+	if !strings.Contains(logs.String(), "outbox trimmed") {
+		t.Errorf("trim not logged: %s", logs.String())
+	}
+}
+
+func TestClassify(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want outcome
+	}{
+		{nil, accepted},
+		{errors.New("dial tcp: connection refused"), unreachable},
+		{context.DeadlineExceeded, unreachable},
+		{&statusError{429}, unreachable},
+		{&statusError{502}, unreachable},
+		{&statusError{503}, unreachable},
+		{&statusError{504}, unreachable},
+		{&statusError{500}, refused},
+		{&statusError{400}, refused},
+		{&statusError{404}, refused},
+		{&statusError{301}, refused},
+	} {
+		if got := classify(tc.err); got != tc.want {
+			t.Errorf("classify(%v) = %d, want %d", tc.err, got, tc.want)
+		}
+	}
+	if n := refusals("refused 2: receiver answered 500"); n != 2 {
+		t.Errorf("refusals = %d, want 2", n)
+	}
+	if n := refusals("receiver answered 503"); n != 0 {
+		t.Errorf("refusals of an unreachable error = %d", n)
 	}
 }
 
 func TestNewRefusesWiringMistakes(t *testing.T) {
 	for name, f := range map[string]func(){
-		"empty URL": func() { New("", new(tallies)) },
-		"no scheme": func() { New("example.com/hook", new(tallies)) },
-		"nil tally": func() { New("http://example.com/hook", nil) },
+		"empty URL":  func() { New("", new(tallies), inmem.New()) },
+		"no scheme":  func() { New("example.com/hook", new(tallies), inmem.New()) },
+		"nil tally":  func() { New("http://example.com/hook", nil, inmem.New()) },
+		"nil outbox": func() { New("http://example.com/hook", new(tallies), nil) },
 	} {
 		t.Run(name, func(t *testing.T) {
 			defer func() {
@@ -443,5 +574,40 @@ func TestNewRefusesWiringMistakes(t *testing.T) {
 			}()
 			f()
 		})
+	}
+}
+
+// countingOutbox counts the StoreEvent calls that reach the store
+// through it (not those the store makes itself with a report).
+type countingOutbox struct {
+	*inmem.Store
+	stores atomic.Int64
+}
+
+func (c *countingOutbox) StoreEvent(ctx context.Context, ev *storage.OutboxEvent) error {
+	c.stores.Add(1)
+	return c.Store.StoreEvent(ctx, ev)
+}
+
+// TestReportEventRidesWithReport: a command report's event is handed to
+// the store with the report (PrepareReport) and stored by it, not by a
+// StoreEvent call of its own; a check-in's event is stored by the
+// webhook. Each arrives once.
+func TestReportEventRidesWithReport(t *testing.T) {
+	rc := newReceiver(t)
+	store := &countingOutbox{Store: inmem.New()}
+	w := newTestWebhookOn(t, store, rc.URL(), store)
+	m := multi.New(core.New(store.Store), []service.CheckinAndCommandService{w})
+	send(t, m, nil, map[string]any{"MessageType": "Authenticate", "UDID": deviceUDID, "Topic": "t", "SerialNumber": "S1"})
+	if n := store.stores.Load(); n != 1 {
+		t.Fatalf("the Authenticate's event: %d StoreEvent calls, want 1", n)
+	}
+	send(t, m, nil, report(deviceUDID, "Idle", ""))
+	if n := store.stores.Load(); n != 1 {
+		t.Fatalf("the report's event: %d more StoreEvent calls, want 0 (it rides with the report)", n-1)
+	}
+	got := rc.waitDeliveries(t, 2)
+	if len(got) != 2 || got[0].event(t).Topic != TopicAuthenticate || got[1].event(t).Topic != TopicConnect {
+		t.Fatalf("deliveries %d, want the Authenticate then the Connect", len(got))
 	}
 }

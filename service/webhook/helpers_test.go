@@ -17,6 +17,7 @@ import (
 	"github.com/picomdm/picomdm/mdm"
 	"github.com/picomdm/picomdm/service"
 	"github.com/picomdm/picomdm/storage"
+	"github.com/picomdm/picomdm/storage/inmem"
 )
 
 var _ service.CheckinAndCommandService = (*Webhook)(nil)
@@ -51,6 +52,10 @@ type receiver struct {
 	failNext atomic.Int64 // this many next requests answer 503
 	hang     atomic.Int64 // this many next requests hang until cancelled
 	block    chan struct{}
+	// refuse answers events of these topics with the status given
+	// (guarded by mu), and counts the attempts per topic.
+	refuse  map[string]int
+	byTopic map[string]int
 }
 
 func newReceiver(t *testing.T) *receiver {
@@ -110,6 +115,21 @@ func (rc *receiver) handle(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rc.attempts.Add(1)
+	var ev struct {
+		Topic string `json:"topic"`
+	}
+	json.Unmarshal(body, &ev)
+	rc.mu.Lock()
+	if rc.byTopic == nil {
+		rc.byTopic = map[string]int{}
+	}
+	rc.byTopic[ev.Topic]++
+	code := rc.refuse[ev.Topic]
+	rc.mu.Unlock()
+	if code != 0 {
+		http.Error(w, "not handled here", code)
+		return
+	}
 	if rc.block != nil {
 		select {
 		case <-rc.block:
@@ -129,6 +149,23 @@ func (rc *receiver) handle(w http.ResponseWriter, r *http.Request) {
 	rc.got = append(rc.got, delivery{method: r.Method, header: r.Header.Clone(), body: body})
 	rc.mu.Unlock()
 	w.WriteHeader(http.StatusNoContent) // any 2xx is success
+}
+
+// refuseTopic makes the receiver answer code to every event of topic.
+func (rc *receiver) refuseTopic(topic string, code int) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if rc.refuse == nil {
+		rc.refuse = map[string]int{}
+	}
+	rc.refuse[topic] = code
+}
+
+// topicAttempts returns how many attempts events of topic had.
+func (rc *receiver) topicAttempts(topic string) int {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return rc.byTopic[topic]
 }
 
 func (rc *receiver) deliveries() []delivery {
@@ -195,6 +232,24 @@ func (a *attempts) mostFailed() int {
 	return n
 }
 
+// events lists the outbox's events in state, all of them.
+func events(t *testing.T, outbox storage.OutboxStore, state string) []storage.OutboxEvent {
+	t.Helper()
+	var all []storage.OutboxEvent
+	p := storage.Page{Limit: 100}
+	for {
+		page, next, err := outbox.ListEvents(context.Background(), state, p)
+		if err != nil {
+			t.Fatalf("listing %s events: %v", state, err)
+		}
+		all = append(all, page...)
+		if next == "" {
+			return all
+		}
+		p.Cursor = next
+	}
+}
+
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -240,14 +295,26 @@ var errNoTally = errors.New("tally store down")
 
 var _ storage.TokenUpdateTallyStore = (*tallies)(nil)
 
-// newTestWebhook returns a Webhook with fast backoff, closed at cleanup.
+// newTestWebhook returns a Webhook on an outbox of its own (inmem), with
+// fast backoff, quick retries of refused events and a short poll
+// interval, closed at cleanup.
 func newTestWebhook(t *testing.T, url string, tally storage.TokenUpdateTallyStore, opts ...Option) *Webhook {
+	t.Helper()
+	return newTestWebhookOn(t, inmem.New(), url, tally, opts...)
+}
+
+// newTestWebhookOn is newTestWebhook on a given outbox, e.g. one that
+// another Webhook (another "replica") shares.
+func newTestWebhookOn(t *testing.T, outbox storage.OutboxStore, url string, tally storage.TokenUpdateTallyStore, opts ...Option) *Webhook {
 	t.Helper()
 	if tally == nil {
 		tally = new(tallies)
 	}
-	opts = append([]Option{WithBackoff(2*time.Millisecond, 20*time.Millisecond), WithRetryFor(30 * time.Second)}, opts...)
-	w := New(url, tally, opts...)
+	opts = append([]Option{
+		WithBackoff(2*time.Millisecond, 20*time.Millisecond), WithRetryFor(30 * time.Second),
+		WithRefusedRetries(3, 2*time.Millisecond), WithPollInterval(5 * time.Millisecond),
+	}, opts...)
+	w := New(url, tally, outbox, opts...)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		defer cancel()

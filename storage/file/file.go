@@ -16,6 +16,7 @@
 //	certauth/hashes/HASH/NAME    identity-certificate hash → enrollment association
 //	certauth/ids/NAME/HASH       the same association, indexed by enrollment
 //	pushcerts/NAME.json          a topic's push certificate and key
+//	outbox/, leases/, enrollments/NAME/push.json: see outbox.go
 //
 // NAME is fileName of an enrollment ID, CommandUUID or topic: IDs may hold
 // any character and never escape the directory.
@@ -117,6 +118,16 @@ type Store struct {
 	// a write.
 	certMu        sync.Mutex
 	claimedHashes map[string]string
+
+	// pushMu serialises RecordPushes and guards pushRecords, the
+	// re-push sweep's record of each enrollment (its push.json). It is
+	// taken before mu, never after.
+	pushMu      sync.Mutex
+	pushRecords map[string]storage.PushRecord
+
+	// The outbox and the leases (see outbox.go), with locks of their own.
+	*outbox
+	*leases
 }
 
 var _ storage.Store = (*Store)(nil)
@@ -232,6 +243,7 @@ func New(dir string, opts ...Option) (*Store, error) {
 		remaining:     make(map[string]int),
 		enqueuing:     make(map[string]struct{}),
 		claimedHashes: make(map[string]string),
+		pushRecords:   make(map[string]storage.PushRecord),
 	}
 	for _, opt := range opts {
 		opt(s)
@@ -294,7 +306,7 @@ func (s *Store) open() error {
 	if err := os.RemoveAll(s.tmpDir); err != nil {
 		return fmt.Errorf("emptying tmp: %w", err)
 	}
-	for _, sub := range []string{"tmp", "commands", "queued", "enrollments", "certauth/hashes", "certauth/ids", "pushcerts"} {
+	for _, sub := range []string{"tmp", "commands", "queued", "enrollments", "certauth/hashes", "certauth/ids", "pushcerts", "outbox", "leases"} {
 		if err := os.MkdirAll(filepath.Join(s.dir, sub), 0o700); err != nil {
 			return fmt.Errorf("creating %s: %w", sub, err)
 		}
@@ -306,6 +318,9 @@ func (s *Store) open() error {
 		return err
 	}
 	if err := s.loadEnrollments(); err != nil {
+		return err
+	}
+	if err := s.loadOutbox(); err != nil {
 		return err
 	}
 	return s.loadQueued()
@@ -327,6 +342,9 @@ func (s *Store) loadEnrollments() error {
 		}
 		s.cacheEnrollment(&rec)
 		s.seq = max(s.seq, rec.ClearedSeq)
+		if err := s.loadPushRecord(rec.ID); err != nil {
+			return err
+		}
 	}
 	return nil
 }

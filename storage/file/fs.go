@@ -56,6 +56,23 @@ func fileName(s string) string {
 // so the rename itself survives a crash. A reader sees the old file or the
 // new one, never a mix.
 func (s *Store) writeFile(path string, data []byte) error {
+	if err := s.writeFileNoDirSync(path, data, s.sync); err != nil {
+		return err
+	}
+	return s.syncDir(filepath.Dir(path))
+}
+
+// writeFileUnsynced is writeFile without any sync: the file is replaced
+// atomically, but durable only after a later syncDir of its directory (on
+// Linux the group sync, which also writes its data; elsewhere a power loss
+// may leave it empty or partial).
+func (s *Store) writeFileUnsynced(path string, data []byte) error {
+	return s.writeFileNoDirSync(path, data, false)
+}
+
+// writeFileNoDirSync writes data to a temporary file, synced if
+// syncData, and renames it over path.
+func (s *Store) writeFileNoDirSync(path string, data []byte, syncData bool) error {
 	tmp, err := os.CreateTemp(s.tmpDir, "w-")
 	if err != nil {
 		return fmt.Errorf("creating temporary file: %w", err)
@@ -71,7 +88,7 @@ func (s *Store) writeFile(path string, data []byte) error {
 	if _, err := tmp.Write(data); err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
-	if s.sync {
+	if syncData {
 		if err := tmp.Sync(); err != nil {
 			return fmt.Errorf("syncing %s: %w", path, err)
 		}
@@ -83,7 +100,7 @@ func (s *Store) writeFile(path string, data []byte) error {
 		return fmt.Errorf("renaming into %s: %w", path, err)
 	}
 	ok = true
-	return s.syncDir(filepath.Dir(path))
+	return nil
 }
 
 // syncDir makes the entries of the directories (files created, renamed or

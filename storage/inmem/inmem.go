@@ -1,6 +1,7 @@
-// Package inmem is an in-memory storage backend: maps behind one mutex.
-// Nothing survives the process; it exists for tests and throw-away
-// development servers, and as the simplest reading of the storage contract.
+// Package inmem is an in-memory storage backend: maps behind one mutex (the
+// webhook outbox and the leases behind their own). Nothing survives the
+// process; it exists for tests and throw-away development servers, and as
+// the simplest reading of the storage contract.
 package inmem
 
 import (
@@ -16,6 +17,7 @@ import (
 
 	"github.com/picomdm/picomdm/mdm"
 	"github.com/picomdm/picomdm/storage"
+	"github.com/picomdm/picomdm/storage/internal/outboxmem"
 )
 
 // device is what Authenticate (and the bootstrap token) store for a device
@@ -99,6 +101,11 @@ type Store struct {
 	pushCerts  map[string]*pushCert
 	hashToIDs  map[string]map[string]struct{}
 	idToHashes map[string]map[string]*storage.CertHashInfo
+	// pushRecords is the re-push sweep's record of each enrollment.
+	pushRecords map[string]storage.PushRecord
+
+	*outbox
+	*leases
 }
 
 var (
@@ -117,6 +124,9 @@ func New() *Store {
 		pushCerts:   make(map[string]*pushCert),
 		hashToIDs:   make(map[string]map[string]struct{}),
 		idToHashes:  make(map[string]map[string]*storage.CertHashInfo),
+		pushRecords: make(map[string]storage.PushRecord),
+		outbox:      outboxmem.New(nil),
+		leases:      outboxmem.NewLeases(nil),
 	}
 }
 
@@ -279,10 +289,18 @@ func (s *Store) RetrieveNextCommand(r *mdm.Request) (*mdm.Command, error) {
 // StoreCommandReportAndRetrieveNext implements
 // storage.CommandReportAndNexter: the two steps under one lock, so the
 // in-memory reference also exercises the fast path callers take.
+// A storage.PendingEvent in r's context is stored with the report, under
+// the same lock.
 func (s *Store) StoreCommandReportAndRetrieveNext(r *mdm.Request, report *mdm.CommandResults) (*mdm.Command, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.storeReportLocked(r, report)
+	if pending, ok := storage.PendingEventFrom(r.Context); ok {
+		if err := s.StoreEvent(r.Context, pending.Event); err != nil {
+			return nil, err
+		}
+		pending.MarkStored()
+	}
 	return s.nextCommandLocked(r)
 }
 

@@ -81,8 +81,6 @@ type Store struct {
 	// timeout (for tests).
 	retries atomic.Int64
 
-	stop     context.CancelFunc
-	purgeWG  sync.WaitGroup
 	closeErr error
 	closed   sync.Once
 }
@@ -101,7 +99,7 @@ type config struct {
 }
 
 // WithLogger sets the logger the store reports to (migrations, the
-// background purge, and the messages the MySQL driver would otherwise print
+// purge, and the messages the MySQL driver would otherwise print
 // to stderr itself), so its lines take the process's log format; nil means
 // slog.Default(). Every line carries storage=mysql.
 func WithLogger(logger *slog.Logger) Option { return func(c *config) { c.logger = logger } }
@@ -122,8 +120,8 @@ func (l driverLogger) Print(v ...any) { l.logger.Warn("mysql driver", "detail", 
 
 // Open connects to the database named by dsn (a go-sql-driver/mysql DSN,
 // "user:pass@tcp(host:3306)/dbname?param=value"), applies the embedded
-// schema migrations unless migrate=0, and starts the background purge of
-// old results. options are the -storage-options (see sqlstore.Options):
+// schema migrations unless migrate=0. The retention purge is Purge, which
+// the app's background runner calls. options are the -storage-options (see sqlstore.Options):
 // delete, migrate, retention, purge_interval, max_open_conns,
 // max_idle_conns, conn_max_lifetime, conn_max_idle_time.
 //
@@ -204,19 +202,12 @@ func Open(dsn string, options map[string]string, with ...Option) (*Store, error)
 			return nil, err
 		}
 	}
-	purgeCtx, stop := context.WithCancel(context.Background())
-	s.stop = stop
-	if opts.Retention > 0 {
-		s.purgeWG.Go(func() { s.purgeLoop(purgeCtx) })
-	}
 	return s, nil
 }
 
-// Close stops the background purge and closes the connection pool.
+// Close closes the connection pool.
 func (s *Store) Close() error {
 	s.closed.Do(func() {
-		s.stop()
-		s.purgeWG.Wait()
 		s.closeErr = s.db.Close()
 	})
 	return s.closeErr

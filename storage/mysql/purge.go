@@ -4,7 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"github.com/picomdm/picomdm/storage/internal/sqlstore"
 	"time"
+
+	"github.com/picomdm/picomdm/storage"
 )
 
 // purgeBatch is how many rows one purge DELETE removes: small enough that
@@ -12,29 +15,34 @@ import (
 // small undo log and binlog event.
 const purgeBatch = 1000
 
-// purgeLoop runs purge every purge_interval until ctx ends.
-func (s *Store) purgeLoop(ctx context.Context) {
-	t := time.NewTicker(s.opts.PurgeInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if _, _, err := s.purge(ctx); err != nil && ctx.Err() == nil {
-			s.logger.ErrorContext(ctx, "purging old results", "err", err)
-		}
+var _ storage.Purger = (*Store)(nil)
+
+// PurgeInterval is how often Purge should run: the purge_interval
+// storage option (default 10m), which the app's background runner reads.
+func (s *Store) PurgeInterval() time.Duration { return s.opts.PurgeInterval }
+
+// Purge implements storage.Purger: one round of the retention purge as of
+// now (nothing when retention=0 keeps results forever). The app's
+// background runner calls it on one replica at a time, under a lease.
+func (s *Store) Purge(ctx context.Context, now time.Time) (int, error) {
+	if s.opts.Retention <= 0 {
+		return 0, nil
 	}
+	results, commands, err := s.purge(ctx, now)
+	if results > 0 || commands > 0 {
+		s.logger.DebugContext(ctx, "purged answered commands", "results", results, "commands", commands)
+	}
+	return int(results), err
 }
 
-// purge deletes the results answered longer than the retention ago and
-// then the commands no queue or results row names any more, purgeBatch
-// rows per statement. It runs in one replica at a time (a non-blocking
-// GET_LOCK: a replica that finds it taken skips its turn), though it would
-// be correct in several at once: every statement is idempotent and
-// re-checks its conditions.
-func (s *Store) purge(ctx context.Context) (results, commands int64, err error) {
+// purge deletes the results answered longer than the retention before
+// now and then the commands no queue or results row names any more,
+// purgeBatch rows per statement. Besides the runner's lease, it takes a
+// non-blocking GET_LOCK (a replica that finds it taken skips its turn), so
+// that two rounds never overlap even when a lease ran out mid-round; it
+// would be correct in several at once anyway: every statement is
+// idempotent and re-checks its conditions.
+func (s *Store) purge(ctx context.Context, now time.Time) (results, commands int64, err error) {
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
 		return 0, 0, fmt.Errorf("purge: connecting: %w", err)
@@ -53,16 +61,16 @@ func (s *Store) purge(ctx context.Context) (results, commands int64, err error) 
 		conn.QueryRowContext(context.WithoutCancel(ctx), "SELECT RELEASE_LOCK(?)", lock).Scan(&released)
 	}()
 
-	retention := s.opts.Retention.Microseconds()
+	cutoff := sqlstore.DBTime(now.Add(-s.opts.Retention))
 	// results_answered, oldest first; the NOT EXISTS probe
 	// (queue_id_command) keeps the NotNow result of a command that is
 	// still pending, which its final answer will update.
 	results, err = s.purgeBatches(ctx, conn, `DELETE FROM results
-WHERE answered_at < UTC_TIMESTAMP(6) - INTERVAL ? MICROSECOND
+WHERE answered_at < ?
 	AND NOT EXISTS (SELECT 1 FROM queue q
 		WHERE q.id = results.id AND q.command_uuid = results.command_uuid)
 ORDER BY answered_at
-LIMIT ?`, retention)
+LIMIT ?`, cutoff)
 	if err != nil {
 		return results, 0, fmt.Errorf("purge: results: %w", err)
 	}
@@ -72,11 +80,11 @@ LIMIT ?`, retention)
 	// queue row can appear for a command once none is left: the enqueue
 	// transaction that stored it inserted all of them.
 	commands, err = s.purgeBatches(ctx, conn, `DELETE FROM commands
-WHERE created_at < UTC_TIMESTAMP(6) - INTERVAL ? MICROSECOND
+WHERE created_at < ?
 	AND NOT EXISTS (SELECT 1 FROM queue q WHERE q.command_uuid = commands.command_uuid)
 	AND NOT EXISTS (SELECT 1 FROM results r WHERE r.command_uuid = commands.command_uuid)
 ORDER BY created_at
-LIMIT ?`, retention)
+LIMIT ?`, cutoff)
 	if err != nil {
 		return results, commands, fmt.Errorf("purge: commands: %w", err)
 	}

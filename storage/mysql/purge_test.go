@@ -62,7 +62,7 @@ func TestPurge(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	results, commands, err := s.purge(ctx)
+	results, commands, err := s.purge(ctx, time.Now())
 	if err != nil {
 		t.Fatalf("purge: %v", err)
 	}
@@ -99,8 +99,16 @@ func TestPurge(t *testing.T) {
 	}
 
 	// Idempotent: again, nothing to do.
-	if results, commands, err := s.purge(ctx); err != nil || results != 0 || commands != 0 {
-		t.Fatalf("second purge: %d, %d, %v; want nothing", results, commands, err)
+	if n, err := s.Purge(ctx, time.Now()); err != nil || n != 0 {
+		t.Fatalf("second purge: %d, %v; want nothing", n, err)
+	}
+	// Purge goes by the now it is given: two days on, the recent result
+	// is past the retention too.
+	if n, err := s.Purge(ctx, time.Now().Add(48*time.Hour)); err != nil || n != 1 {
+		t.Fatalf("purge two days on: %d, %v; want the recent result", n, err)
+	}
+	if n := count(t, s, "SELECT COUNT(*) FROM commands WHERE command_uuid = ?", recent.CommandUUID); n != 0 {
+		t.Errorf("recent command: %d rows two days on, want 0", n)
 	}
 }
 
@@ -130,44 +138,38 @@ func TestPurgeOneReplica(t *testing.T) {
 	if _, err := s.db.Exec("UPDATE results SET answered_at = answered_at - INTERVAL 1000 DAY"); err != nil {
 		t.Fatal(err)
 	}
-	if results, _, err := s.purge(ctx); err != nil || results != 0 {
-		t.Fatalf("purge while another holds the lock: %d, %v; want a skipped turn", results, err)
+	if n, err := s.Purge(ctx, time.Now()); err != nil || n != 0 {
+		t.Fatalf("purge while another holds the lock: %d, %v; want a skipped turn", n, err)
 	}
 	conn.QueryRowContext(ctx, "SELECT RELEASE_LOCK(?)", s.lockName("purge")).Scan(&got)
-	if results, _, err := s.purge(ctx); err != nil || results != 1 {
-		t.Fatalf("purge after the lock is free: %d, %v; want 1", results, err)
+	if n, err := s.Purge(ctx, time.Now()); err != nil || n != 1 {
+		t.Fatalf("purge after the lock is free: %d, %v; want 1", n, err)
 	}
 }
 
-// TestPurgeLoop: Open starts the purge and Close stops it.
-func TestPurgeLoop(t *testing.T) {
-	s, _ := openTest(t, map[string]string{"retention": "1h", "purge_interval": "50ms"})
+// TestPurgeNoRetention: with retention=0 results are kept forever, so
+// Purge deletes nothing, however old they are; and opening a store starts
+// no purge of its own (the app's background runner calls Purge, every
+// PurgeInterval).
+func TestPurgeNoRetention(t *testing.T) {
+	s, _ := openTest(t, map[string]string{"retention": "0", "purge_interval": "3m"})
+	ctx := context.Background()
+	if got := s.PurgeInterval(); got != 3*time.Minute {
+		t.Errorf("PurgeInterval() = %v, want the purge_interval option, 3m", got)
+	}
 	d := storagetest.NewDevice()
 	storagetest.Enroll(t, s, d)
 	cmd := storagetest.NewCommand("A")
-	if _, err := s.EnqueueCommand(context.Background(), []string{d.ID()}, cmd); err != nil {
+	if _, err := s.EnqueueCommand(ctx, []string{d.ID()}, cmd); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.StoreCommandReport(d.Request(), d.Report(cmd.CommandUUID, mdm.StatusAcknowledged)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.db.Exec("UPDATE results SET answered_at = answered_at - INTERVAL 2 HOUR"); err != nil {
-		t.Fatal(err)
+	if n, err := s.Purge(ctx, time.Now().AddDate(10, 0, 0)); err != nil || n != 0 {
+		t.Fatalf("Purge with retention=0: %d, %v; want nothing", n, err)
 	}
-	if _, err := s.db.Exec("UPDATE commands SET created_at = created_at - INTERVAL 2 HOUR"); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for count(t, s, "SELECT COUNT(*) FROM commands WHERE command_uuid = ?", cmd.CommandUUID) != 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the background purge did not remove the old command")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatalf("Close: %v", err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatalf("second Close: %v", err)
+	if n := count(t, s, "SELECT COUNT(*) FROM results WHERE command_uuid = ?", cmd.CommandUUID); n != 1 {
+		t.Fatalf("result of %s: %d rows, want 1", cmd.CommandUUID, n)
 	}
 }

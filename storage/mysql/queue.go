@@ -242,6 +242,9 @@ func (s *Store) StoreCommandReportAndRetrieveNext(r *mdm.Request, report *mdm.Co
 	if err != nil {
 		return nil, fmt.Errorf("storing %s report of %q for command %q and retrieving the next: %w", report.Status, r.ID, report.CommandUUID, err)
 	}
+	if pending, ok := storage.PendingEventFrom(r.Context); ok {
+		pending.MarkStored()
+	}
 	return cmd, nil
 }
 
@@ -252,7 +255,11 @@ func (s *Store) storeReportBatch(r *mdm.Request, report *mdm.CommandResults, wit
 	ctx := reqCtx(r)
 	now := time.Now()
 	touch := s.seen.Due(r.ID, now)
-	b := s.reportBatch(r.ID, report, touch, withNext)
+	var event *storage.OutboxEvent
+	if pending, ok := storage.PendingEventFrom(r.Context); ok && withNext {
+		event = pending.Event
+	}
+	b := s.reportBatch(r.ID, report, touch, withNext, event)
 	if b.empty() {
 		return nil, nil // an answer naming no command, nothing to touch
 	}
@@ -306,12 +313,20 @@ type reportBatch struct {
 // row was there — taken in SQL from ROW_COUNT(). So the first final
 // answer still wins: its DELETE locks the queue row, and a racing one
 // deletes nothing once it gets the lock and so writes no result. With
-// withNext the next-command lookup comes last, after the COMMIT.
-func (s *Store) reportBatch(id string, report *mdm.CommandResults, touch, withNext bool) *reportBatch {
+// withNext the next-command lookup comes last, after the COMMIT. With
+// event (a storage.PendingEvent's), the report's webhook event is stored
+// in the same request: inside the report's transaction where it has one,
+// else right after its statements, so a report that fails stores none.
+func (s *Store) reportBatch(id string, report *mdm.CommandResults, touch, withNext bool, event *storage.OutboxEvent) *reportBatch {
 	b := &reportBatch{withNext: withNext}
 	touchQ := func() {
 		if touch {
 			b.add(touchLastSeen, id)
+		}
+	}
+	addEvent := func() {
+		if event != nil {
+			b.add(storeEventSQL, eventArgs(event)...)
 		}
 	}
 	switch {
@@ -319,8 +334,10 @@ func (s *Store) reportBatch(id string, report *mdm.CommandResults, touch, withNe
 		// Autocommit statements, as storeIdle runs them.
 		b.add("UPDATE queue SET deferred = FALSE WHERE id = ? AND deferred = TRUE", id)
 		touchQ()
+		addEvent()
 	case report.CommandUUID == "":
 		touchQ()
+		addEvent()
 	case report.Status == mdm.StatusNotNow:
 		tx := touch || !s.opts.Delete
 		if tx {
@@ -340,6 +357,7 @@ ON DUPLICATE KEY UPDATE status = ?, result = ?, not_now_count = not_now_count + 
 				id, report.CommandUUID, report.Status, notNil(report.Raw),
 				report.Status, notNil(report.Raw))
 		}
+		addEvent()
 		if tx {
 			b.commit()
 		}
@@ -361,6 +379,7 @@ ON DUPLICATE KEY UPDATE status = ?, result = ?, answered_at = UTC_TIMESTAMP(6)`,
 				id, report.CommandUUID, report.Status, notNil(report.Raw),
 				report.Status, notNil(report.Raw))
 		}
+		addEvent()
 		if tx {
 			b.commit()
 		}

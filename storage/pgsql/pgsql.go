@@ -5,8 +5,8 @@
 // advisory lock, so replicas may start at once. The command queue table
 // holds pending commands only: a final answer moves the row to the results
 // table in one statement, so finding the next command is one index probe
-// whatever the enrollment's history. Answered results are purged in the
-// background after the retention period (or not kept at all with
+// whatever the enrollment's history. Answered results are purged (Purge,
+// run by the app's background runner) after the retention period (or not kept at all with
 // delete=1). See schema/0001_init.sql for the tables and which query uses
 // which index.
 //
@@ -62,15 +62,11 @@ type Store struct {
 	db     *sql.DB
 	opts   sqlstore.Options
 	stmts  stmtCache
-	logger *slog.Logger // the background purge reports here
+	logger *slog.Logger // Purge reports here
 
 	// seen throttles last_seen_at writes per enrollment (seenInterval).
 	seen *sqlstore.Throttle
 
-	// stopPurge ends the background purge; purgeDone is closed when it
-	// has returned.
-	stopPurge context.CancelFunc
-	purgeDone chan struct{}
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -89,7 +85,7 @@ type config struct {
 }
 
 // WithLogger sets the logger the store reports to (migrations, the
-// background purge, server warnings), so its lines take the process's log
+// purge, server warnings), so its lines take the process's log
 // format; nil means slog.Default(). Every line carries storage=pgsql.
 func WithLogger(logger *slog.Logger) Option { return func(c *config) { c.logger = logger } }
 
@@ -101,9 +97,10 @@ func WithMigrateTimeout(d time.Duration) Option { return func(c *config) { c.mig
 
 // Open connects to the PostgreSQL database named by dsn (a lib/pq DSN:
 // "postgres://user@host/db?sslmode=disable" or "host=… dbname=…"),
-// sizes the connection pool, applies the schema migrations unless
-// migrate=0, and starts the background purge (when delete=1 or retention
-// is not 0). options are the -storage-options key/value pairs.
+// sizes the connection pool and applies the schema migrations unless
+// migrate=0. The purge (when delete=1 or retention is not 0) is Purge,
+// which the app's background runner calls. options are the
+// -storage-options key/value pairs.
 //
 // Unless the DSN sets binary_parameters itself, it is turned on: lib/pq
 // then sends each parameterised query in one round trip instead of two.
@@ -161,23 +158,13 @@ func Open(dsn string, options map[string]string, with ...Option) (*Store, error)
 	}
 	warnIfNoAutovacuum(db, logger)
 	s := &Store{db: db, opts: opts, stmts: stmtCache{db: db}, logger: logger, seen: sqlstore.NewThrottle(seenInterval)}
-	if opts.Delete || opts.Retention > 0 {
-		ctx, stop := context.WithCancel(context.Background())
-		s.stopPurge = stop
-		s.purgeDone = make(chan struct{})
-		go s.purgeLoop(ctx)
-	}
 	return s, nil
 }
 
-// Close stops the background purge and closes the connection pool.
-// Calling it again returns the first call's result.
+// Close closes the connection pool. Calling it again returns the first
+// call's result.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
-		if s.stopPurge != nil {
-			s.stopPurge()
-			<-s.purgeDone
-		}
 		s.stmts.close()
 		s.closeErr = s.db.Close()
 	})

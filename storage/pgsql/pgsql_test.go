@@ -66,7 +66,7 @@ func TestConformanceDeleteOption(t *testing.T) {
 	// With delete=1 nothing but the results changes for the suite; the
 	// one check it cannot pass is that an answered CommandUUID stays taken
 	// forever, which delete=1 gives up once the purge has run, and the
-	// purge does not run during the suite (purge_interval is 10m). No
+	// purge does not run during the suite (only Purge runs it). No
 	// results are kept, so there are none to inspect.
 	storagetest.Run(t, s, storagetest.KeepsNoResults())
 	var results int
@@ -421,41 +421,37 @@ func TestRetention(t *testing.T) {
 	}
 }
 
-// TestPurgeLoop: Open starts the background purge and Close stops it.
-func TestPurgeLoop(t *testing.T) {
-	dsn := sqltest.PostgreSQL(t)
-	s, err := Open(dsn, map[string]string{"retention": "1h", "purge_interval": "50ms"})
-	if err != nil {
-		t.Fatal(err)
-	}
+// TestPurge: Purge is one round of the purge as of the now it is given
+// (the app's background runner calls it; opening a store starts none),
+// and does nothing when neither delete=1 nor a retention asks for it.
+func TestPurge(t *testing.T) {
+	s := openFresh(t, map[string]string{"retention": "1h"})
+	ctx := context.Background()
 	d := storagetest.NewDevice()
 	storagetest.Enroll(t, s, d)
-	bulkHistory(t, s, d.ID(), 10, "loop")
-	mustExec(t, s, `UPDATE command_results SET answered_at = now() - interval '2 hours'`)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var n int
-		if err := s.db.QueryRow(`SELECT count(*) FROM command_results`).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if n == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("background purge left %d old results", n)
-		}
-		time.Sleep(20 * time.Millisecond)
+	bulkHistory(t, s, d.ID(), 10, "round")
+	if n, err := s.Purge(ctx, time.Now()); err != nil || n != 0 {
+		t.Fatalf("Purge of fresh results: %d, %v; want nothing", n, err)
 	}
-	start := time.Now()
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
+	if n, err := s.Purge(ctx, time.Now().Add(2*time.Hour)); err != nil || n != 10 {
+		t.Fatalf("Purge two hours on: %d, %v; want 10 results", n, err)
 	}
-	if time.Since(start) > 5*time.Second {
-		t.Fatalf("Close took %v", time.Since(start))
+	wantCount(t, s, `SELECT count(*) FROM command_results`, 0)
+	wantCount(t, s, `SELECT count(*) FROM commands`, 0)
+
+	if got := s.PurgeInterval(); got != 10*time.Minute {
+		t.Errorf("PurgeInterval() = %v, want the purge_interval default, 10m", got)
 	}
-	if err := s.Close(); err != nil {
-		t.Fatalf("second Close: %v", err)
+	kept := openFresh(t, map[string]string{"retention": "0", "purge_interval": "3m"})
+	if got := kept.PurgeInterval(); got != 3*time.Minute {
+		t.Errorf("PurgeInterval() = %v, want the purge_interval option, 3m", got)
 	}
+	storagetest.Enroll(t, kept, d)
+	bulkHistory(t, kept, d.ID(), 3, "kept")
+	if n, err := kept.Purge(ctx, time.Now().AddDate(10, 0, 0)); err != nil || n != 0 {
+		t.Fatalf("Purge with retention=0: %d, %v; want nothing", n, err)
+	}
+	wantCount(t, kept, `SELECT count(*) FROM command_results`, 3)
 }
 
 // TestLastSeen: reports refresh last_seen_at, but at most once a minute

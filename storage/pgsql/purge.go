@@ -6,8 +6,9 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"time"
+
+	"github.com/picomdm/picomdm/storage"
 )
 
 // purgeBatch is how many rows one purge statement deletes: small enough
@@ -60,27 +61,26 @@ ORDER BY b.created_at DESC, b.command_uuid DESC
 LIMIT 1`
 )
 
-// purgeLoop runs purge every purge_interval (with ±10% jitter, so that
-// replicas started together drift apart) until ctx ends.
-func (s *Store) purgeLoop(ctx context.Context) {
-	defer close(s.purgeDone)
-	for {
-		jitter := time.Duration(rand.Int64N(int64(s.opts.PurgeInterval)/5+1)) - s.opts.PurgeInterval/10
-		t := time.NewTimer(s.opts.PurgeInterval + jitter)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		st, err := s.purge(ctx, time.Now())
-		switch {
-		case err != nil && ctx.Err() == nil:
-			s.logger.Error("purging answered commands", "err", err)
-		case st.results > 0 || st.commands > 0:
-			s.logger.Debug("purged answered commands", "results", st.results, "commands", st.commands)
-		}
+var _ storage.Purger = (*Store)(nil)
+
+// PurgeInterval is how often Purge should run: the purge_interval
+// storage option (default 10m), which the app's background runner reads.
+func (s *Store) PurgeInterval() time.Duration { return s.opts.PurgeInterval }
+
+// Purge implements storage.Purger: one round of purge as of now (nothing
+// when neither delete=1 nor a retention asks for one). The app's
+// background runner calls it on one replica at a time, under a lease. It
+// reports the results deleted; with delete=1 there are none, only
+// commands nothing refers to any more.
+func (s *Store) Purge(ctx context.Context, now time.Time) (int, error) {
+	if !s.opts.Delete && s.opts.Retention <= 0 {
+		return 0, nil
 	}
+	st, err := s.purge(ctx, now)
+	if st.results > 0 || st.commands > 0 {
+		s.logger.DebugContext(ctx, "purged answered commands", "results", st.results, "commands", st.commands)
+	}
+	return int(st.results), err
 }
 
 // purgeStats counts what one purge deleted.
@@ -92,9 +92,10 @@ type purgeStats struct {
 
 // purge deletes, as of now, results older than the retention, then
 // commands nothing refers to any more (with delete=1: all of them; else
-// those also created before the retention cutoff). It is idempotent, and
-// only one replica runs it at a time: it takes a PostgreSQL advisory lock
-// without waiting, and skips this round if another replica holds it.
+// those also created before the retention cutoff). It is idempotent.
+// Besides the runner's lease, it takes a PostgreSQL advisory lock without
+// waiting, and skips this round if another replica holds it, so that two
+// rounds never overlap even when a lease ran out mid-round.
 func (s *Store) purge(ctx context.Context, now time.Time) (st purgeStats, err error) {
 	conn, err := s.db.Conn(ctx)
 	if err != nil {

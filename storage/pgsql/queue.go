@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/picomdm/picomdm/mdm"
+	"github.com/picomdm/picomdm/storage"
 )
 
 // How a command report is stored (DESIGN.md §2): each kind is one
@@ -156,6 +157,35 @@ type reportStatement struct {
 	delete   bool // delete=1: keep no result
 	seen     bool // refresh last_seen_at too
 	withNext bool // also return the next command
+	event    bool // also store the report's webhook event (outboxCTE)
+}
+
+// argCount is how many arguments the variant's report part takes; the
+// outbox event's come after them.
+func (v reportStatement) argCount() int {
+	switch {
+	case v.kind == reportIdle:
+		return 1
+	case v.delete:
+		return 2
+	case v.kind == reportFinal:
+		return 4
+	default: // NotNow
+		return 3
+	}
+}
+
+// outboxCTE stores the report's webhook event in the report's own
+// statement (storage.PendingEvent), so it costs no round trip of its own
+// and exists exactly when the report was stored. Its eight arguments
+// start at $n+1 (the columns of storeEventSQL); the outbox primary key
+// makes a retried statement store it once.
+func outboxCTE(n int) string {
+	return fmt.Sprintf(`outboxed AS (
+    INSERT INTO outbox (id, enrollment_id, topic, body, created_at, state, attempts, next_attempt_at, last_error)
+    VALUES ($%d, $%d, $%d, $%d, $%d, 'pending', $%d, $%d, $%d)
+    ON CONFLICT (id) DO NOTHING
+)`, n+1, n+2, n+3, n+4, n+5, n+6, n+7, n+8)
 }
 
 // sql builds the variant's statement text.
@@ -195,6 +225,9 @@ func (v reportStatement) sql() string {
 	if v.seen {
 		ctes = append(ctes, seenCTE)
 	}
+	if v.event {
+		ctes = append(ctes, outboxCTE(v.argCount()))
+	}
 	return withCTEs(main, ctes...)
 }
 
@@ -205,8 +238,10 @@ var reportSQL = func() map[reportStatement]string {
 		for _, del := range []bool{false, true} {
 			for _, seen := range []bool{false, true} {
 				for _, next := range []bool{false, true} {
-					v := reportStatement{kind, del, seen, next}
-					m[v] = v.sql()
+					for _, event := range []bool{false, true} {
+						v := reportStatement{kind, del, seen, next, event}
+						m[v] = v.sql()
+					}
 				}
 			}
 		}
@@ -216,12 +251,16 @@ var reportSQL = func() map[reportStatement]string {
 
 // report returns the statement and arguments that store report for r,
 // and whether the statement refreshes last_seen_at.
-func (s *Store) report(r *mdm.Request, report *mdm.CommandResults, withNext bool) (string, []any, bool) {
+//
+// With the event of a storage.PendingEvent, the statement stores it too
+// (outboxCTE).
+func (s *Store) report(r *mdm.Request, report *mdm.CommandResults, withNext bool, event *storage.OutboxEvent) (string, []any, bool) {
 	v := reportStatement{
 		kind:     kindOf(report.Status),
 		delete:   s.opts.Delete,
 		seen:     s.seen.Due(r.ID, time.Now()),
 		withNext: withNext,
+		event:    event != nil,
 	}
 	args := []any{r.ID}
 	switch {
@@ -234,6 +273,9 @@ func (s *Store) report(r *mdm.Request, report *mdm.CommandResults, withNext bool
 		args = append(args, report.CommandUUID, report.Status, rawOrEmpty(report.Raw))
 	case v.kind == reportNotNow:
 		args = append(args, report.CommandUUID, rawOrEmpty(report.Raw))
+	}
+	if event != nil {
+		args = append(args, eventArgs(event)...)
 	}
 	return reportSQL[v], args, v.seen
 }
@@ -250,7 +292,7 @@ func rawOrEmpty(b []byte) []byte {
 // StoreCommandReport implements storage.CommandQueueStore in one
 // statement (see reportKind).
 func (s *Store) StoreCommandReport(r *mdm.Request, report *mdm.CommandResults) error {
-	q, args, seen := s.report(r, report, false)
+	q, args, seen := s.report(r, report, false, nil)
 	if err := s.exec(r.Context, q, args...); err != nil {
 		return fmt.Errorf("storing %s report of %q for command %q: %w", report.Status, r.ID, report.CommandUUID, err)
 	}
@@ -278,10 +320,18 @@ func (s *Store) RetrieveNextCommand(r *mdm.Request) (*mdm.Command, error) {
 // reaches the caller (database/sql reads the reply up to ReadyForQuery),
 // so a command is only handed out once the report is durable.
 func (s *Store) StoreCommandReportAndRetrieveNext(r *mdm.Request, report *mdm.CommandResults) (*mdm.Command, error) {
-	q, args, seen := s.report(r, report, true)
+	pending, withEvent := storage.PendingEventFrom(r.Context)
+	var event *storage.OutboxEvent
+	if withEvent {
+		event = pending.Event
+	}
+	q, args, seen := s.report(r, report, true, event)
 	cmd, err := s.queryCommand(r.Context, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("storing %s report of %q for command %q and retrieving the next: %w", report.Status, r.ID, report.CommandUUID, err)
+	}
+	if withEvent {
+		pending.MarkStored()
 	}
 	if seen {
 		s.seen.Done(r.ID, time.Now())

@@ -64,6 +64,9 @@ func Run(t *testing.T, store storage.Store, opts ...Option) {
 	}
 	t.Run("PushToken", func(t *testing.T) { RunPushToken(t, store) })
 	t.Run("CertAuthLookup", func(t *testing.T) { RunCertAuthLookup(t, store) })
+	t.Run("Outbox", func(t *testing.T) { RunOutbox(t, store) })
+	t.Run("Lease", func(t *testing.T) { RunLease(t, store) })
+	t.Run("Repush", func(t *testing.T) { RunRepush(t, store) })
 	if !cfg.noResults {
 		t.Run("Inspection", func(t *testing.T) { RunInspection(t, store) })
 	}

@@ -3,6 +3,15 @@
 // repeated on the others, whose errors are only logged. It is what
 // repeated -storage flags build, e.g. to keep a second database in step
 // while moving to it.
+//
+// The webhook outbox (storage.OutboxStore), the leases (storage.LeaseStore)
+// and the re-push records (storage.RepushStore) are the primary's only:
+// they pass through the embedded store and are never copied. They are
+// transient state of one deployment — events waiting for delivery, claims
+// and leases naming this deployment's replicas, push history — that a
+// secondary would deliver or act on a second time, not records to keep in
+// step. Once the secondary becomes the primary it starts with an empty
+// outbox.
 package tee
 
 import (

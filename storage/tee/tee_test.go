@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/picomdm/picomdm/mdm"
 	"github.com/picomdm/picomdm/storage"
@@ -208,6 +209,50 @@ func TestCertAssociation(t *testing.T) {
 	for name, st := range map[string]storage.Store{"primary": primary, "secondary": secondary} {
 		if ok, _ := st.IsCertHashAssociated(ctx, a.ID(), "hash"); ok {
 			t.Errorf("%s: deleted hash still associated", name)
+		}
+	}
+}
+
+// TestOutboxPrimaryOnly: outbox, lease and push-record writes reach the
+// primary only.
+func TestOutboxPrimaryOnly(t *testing.T) {
+	ctx := context.Background()
+	primary, secondary := inmem.New(), inmem.New()
+	s := New(primary, []storage.Store{secondary}, nil)
+	ev := &storage.OutboxEvent{ID: storagetest.NewUUID(), EnrollmentID: "a", Topic: "mdm.Connect", Body: []byte("{}"), CreatedAt: time.Now()}
+	if err := s.StoreEvent(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.AcquireLease(ctx, "sweep", "owner-1", time.Now(), time.Now().Add(time.Hour)); err != nil || !ok {
+		t.Fatalf("AcquireLease: %v, %v", ok, err)
+	}
+	d := storagetest.NewDevice()
+	storagetest.Enroll(t, s, d)
+	errs, err := s.EnqueueCommand(ctx, []string{d.ID()}, storagetest.NewCommand("DeviceInformation"))
+	if err != nil || errs[d.ID()] != nil {
+		t.Fatalf("enqueue: %v, %v", err, errs)
+	}
+	now := time.Now()
+	if err := s.RecordPushes(ctx, []storage.PushRecord{{ID: d.ID(), PushedAt: now, NextRepushAt: now}}); err != nil {
+		t.Fatal(err)
+	}
+
+	for name, store := range map[string]storage.Store{"primary": primary, "secondary": secondary} {
+		st, err := store.OutboxStats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		due, err := store.DueForRepush(ctx, now.Add(time.Hour), 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		free, err := store.AcquireLease(ctx, "sweep", "owner-2", now, now.Add(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := name == "primary"
+		if (st.Pending == 1) != want || (len(due) == 1) != want || free == want {
+			t.Errorf("%s: %d pending events, %d due for re-push, lease free %v", name, st.Pending, len(due), free)
 		}
 	}
 }

@@ -36,6 +36,7 @@ import (
 	"github.com/picomdm/picomdm/metrics"
 	"github.com/picomdm/picomdm/push"
 	"github.com/picomdm/picomdm/push/apns"
+	"github.com/picomdm/picomdm/push/repush"
 	"github.com/picomdm/picomdm/service"
 	"github.com/picomdm/picomdm/service/certauth"
 	"github.com/picomdm/picomdm/service/core"
@@ -43,6 +44,7 @@ import (
 	"github.com/picomdm/picomdm/service/dump"
 	"github.com/picomdm/picomdm/service/gettoken"
 	"github.com/picomdm/picomdm/service/multi"
+	"github.com/picomdm/picomdm/service/runner"
 	"github.com/picomdm/picomdm/service/webhook"
 	"github.com/picomdm/picomdm/storage"
 	"github.com/picomdm/picomdm/storage/backends"
@@ -68,6 +70,43 @@ type App struct {
 	// metrics feeds /metrics; draining turns /readyz to 503 at shutdown.
 	metrics  *metrics.Registry
 	draining atomic.Bool
+	// owner names this process in outbox claims and job leases.
+	owner string
+	// jobs are the periodic background jobs (outbox trim, retention
+	// purge, re-push sweep, …): wire appends to it, and startJobs runs
+	// them all on the runner, one replica at a time.
+	jobs   []backgroundJob
+	runner *runner.Runner
+}
+
+// backgroundJob is one periodic job for the runner: name is its lease in
+// storage (the same on every replica); an interval of 0 or less leaves it
+// off.
+type backgroundJob struct {
+	name     string
+	interval time.Duration
+	run      runner.Job
+}
+
+// DefaultPurgeInterval is how often the retention purge of a backend runs
+// when the backend does not say (a PurgeInterval method, its
+// purge_interval option).
+const DefaultPurgeInterval = time.Minute
+
+// startJobs runs every job of a.jobs on a new runner, closed before
+// storage is.
+func (a *App) startJobs() {
+	a.runner = runner.New(a.Store, runner.WithOwner(a.owner), runner.WithLogger(a.Logger))
+	for _, j := range a.jobs {
+		if j.interval > 0 {
+			a.runner.Every(j.name, j.interval, j.run)
+		}
+	}
+	a.closers = append([]func() error{func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), a.Config.ShutdownWait)
+		defer cancel()
+		return a.runner.Close(ctx)
+	}}, a.closers...)
 }
 
 // MaxHeaderBytes bounds a request's header block, URL included, on every
@@ -131,7 +170,7 @@ func New(args []string, getenv func(string) string, stdout, stderr io.Writer) (*
 	if err != nil {
 		return nil, err
 	}
-	a := &App{Config: cfg, Logger: logger}
+	a := &App{Config: cfg, Logger: logger, owner: webhook.NewOwner()}
 	if err := a.wire(stdout); err != nil {
 		a.Close()
 		return nil, err
@@ -151,6 +190,20 @@ func (a *App) openStores() (storage.Store, error) {
 		}
 		if closer != nil {
 			a.closers = append(a.closers, closer)
+		}
+		// The retention purge runs on the runner, one replica at a time.
+		if p, ok := store.(storage.Purger); ok {
+			interval := DefaultPurgeInterval
+			if pi, ok := store.(interface{ PurgeInterval() time.Duration }); ok && pi.PurgeInterval() > 0 {
+				interval = pi.PurgeInterval()
+			}
+			a.jobs = append(a.jobs, backgroundJob{name: fmt.Sprintf("purge-%d-%s", i, name), interval: interval, run: func(ctx context.Context, now time.Time) error {
+				n, err := p.Purge(ctx, now)
+				if n > 0 {
+					a.Logger.Info("retention purge", "storage", name, "deleted", n)
+				}
+				return err
+			}})
 		}
 		stores = append(stores, store)
 	}
@@ -229,21 +282,28 @@ func (a *App) wire(stdout io.Writer) error {
 		if u, err := url.Parse(cfg.WebhookURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return fmt.Errorf("-webhook-url %q: want an http(s) URL", cfg.WebhookURL)
 		}
-		if cfg.WebhookQueueBytes <= 0 {
-			return fmt.Errorf("-webhook-queue-bytes %d: must be positive", cfg.WebhookQueueBytes)
+		// The durable outbox (DESIGN §5). -webhook-queue-bytes no longer
+		// applies (events wait in storage): accepted and ignored.
+		if cfg.WebhookWorkers <= 0 {
+			return fmt.Errorf("-webhook-workers %d: must be positive", cfg.WebhookWorkers)
 		}
-		whOpts := []webhook.Option{webhook.WithLogger(a.Logger), webhook.WithRetryFor(cfg.WebhookRetryFor), webhook.WithQueueBytes(cfg.WebhookQueueBytes)}
+		whOpts := []webhook.Option{webhook.WithLogger(a.Logger), webhook.WithOwner(a.owner),
+			webhook.WithRetryFor(cfg.WebhookRetryFor), webhook.WithWorkers(cfg.WebhookWorkers),
+			webhook.WithOutboxMaxEvents(cfg.WebhookOutboxMaxEvents), webhook.WithFailedRetention(cfg.WebhookFailedRetention)}
 		if cfg.WebhookHMACKey != "" {
 			whOpts = append(whOpts, webhook.WithHMACKey([]byte(cfg.WebhookHMACKey)))
 		}
-		a.webhook = webhook.New(cfg.WebhookURL, store, whOpts...)
+		a.webhook = webhook.New(cfg.WebhookURL, store, store, whOpts...)
 		a.metrics.RegisterWebhook(func() metrics.WebhookCounts {
 			st := a.webhook.Stats()
-			return metrics.WebhookCounts{Delivered: st.Delivered, Retries: st.Retries, Dropped: st.Dropped, QueueLen: st.QueueLen, QueueBytes: st.QueueBytes}
+			return metrics.WebhookCounts{Delivered: st.Delivered, Retries: st.Retries, SetAside: st.SetAside, StoreFailed: st.StoreFailed, Trimmed: st.Trimmed}
 		})
+		a.metrics.RegisterOutbox(store.OutboxStats, 2*time.Second)
+		a.jobs = append(a.jobs, backgroundJob{name: "webhook-outbox-trim", interval: webhook.DefaultTrimInterval, run: a.webhook.Trim})
 		others = append(others, a.webhook)
-		// Close without Serve (tests) drains briefly; after Serve's
-		// shutdown drain a second Close is harmless.
+		// Close without Serve (tests) waits briefly for deliveries in
+		// flight and releases the claims; after Serve's shutdown a second
+		// Close is harmless.
 		a.closers = append([]func() error{func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
@@ -356,7 +416,10 @@ func (a *App) wire(stdout io.Writer) error {
 		return fmt.Errorf("push service: %w", err)
 	}
 	a.closers = append([]func() error{pushSvc.Close}, a.closers...) // stop pushing before storage closes
-	var pusher push.Pusher = pushSvc
+	pusher, err := a.wireRepush(pushSvc, store)
+	if err != nil {
+		return err
+	}
 	if cfg.APIKey != "" {
 		authed := picohttp.BasicAuth(cfg.APIKey)
 		a.handle(mux, "/v1/pushcert", authed(api.PushCertHandler(store, a.Logger)))
@@ -374,6 +437,8 @@ func (a *App) wire(stdout io.Writer) error {
 		// /v1/commands queues like the enqueue handler).
 		routes := api.InspectionRoutes(store, a.Logger)
 		maps.Copy(routes, api.CommandRoutes(store, pusher, a.Logger, api.WithMaxIDs(cfg.MaxIDs)))
+		// The webhook outbox: list, redeliver and drop set-aside events.
+		maps.Copy(routes, api.WebhookEventRoutes(store, a.Logger))
 		for _, pattern := range slices.Sorted(maps.Keys(routes)) {
 			a.handle(mux, pattern, authed(routes[pattern]))
 		}
@@ -400,7 +465,38 @@ func (a *App) wire(stdout io.Writer) error {
 	a.handle(mux, "/readyz", health.Ready(health.StorePinger(store),
 		health.WithLogger(a.Logger), health.WithDraining(a.draining.Load)))
 	a.handler = observe.Trace(mux, a.Logger)
+	// Last, once every job (the re-push sweep's too) is in a.jobs.
+	a.startJobs()
 	return nil
+}
+
+// wireRepush adds the re-push sweep to the background jobs (-repush-*;
+// none with -repush-interval 0) and returns the pusher the API pushes
+// through: pushSvc, recording every push for the sweep. The sweep pushes
+// through pushSvc itself and records its own pushes.
+func (a *App) wireRepush(pushSvc push.Pusher, store storage.Store) (push.Pusher, error) {
+	cfg := a.Config
+	if cfg.RepushInterval < 0 {
+		return nil, fmt.Errorf("-repush-interval %v: want 0 (off) or more", cfg.RepushInterval)
+	}
+	steps, err := repush.ParseBackoff(cfg.RepushBackoff)
+	if err != nil {
+		return nil, fmt.Errorf("-repush-backoff: %w", err)
+	}
+	if cfg.RepushMax < 1 {
+		return nil, fmt.Errorf("-repush-max %d: want at least 1", cfg.RepushMax)
+	}
+	if cfg.RepushInterval == 0 {
+		return pushSvc, nil
+	}
+	sweep, err := repush.New(pushSvc, store,
+		repush.WithBackoff(steps), repush.WithMax(cfg.RepushMax),
+		repush.WithLogger(a.Logger), repush.WithObserver(a.metrics.RegisterRepush()))
+	if err != nil {
+		return nil, fmt.Errorf("re-push sweep: %w", err)
+	}
+	a.jobs = append(a.jobs, backgroundJob{name: "repush", interval: cfg.RepushInterval, run: sweep.Run})
+	return sweep.Recorder(pushSvc), nil
 }
 
 // enrollProfileHandler serves -enroll-profile, signed once at start-up
@@ -509,9 +605,16 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	if a.webhook != nil {
 		wctx, wcancel := context.WithTimeout(context.Background(), cfg.ShutdownWait)
 		if werr := a.webhook.Close(wctx); werr != nil {
-			a.Logger.Warn("webhook: undelivered events at shutdown", "err", werr)
+			a.Logger.Warn("webhook: deliveries abandoned at shutdown (their events stay in the outbox)", "err", werr)
 		}
 		wcancel()
+	}
+	if a.runner != nil {
+		rctx, rcancel := context.WithTimeout(context.Background(), cfg.ShutdownWait)
+		if rerr := a.runner.Close(rctx); rerr != nil {
+			a.Logger.Warn("background jobs cancelled at shutdown", "err", rerr)
+		}
+		rcancel()
 	}
 	if err != nil {
 		return fmt.Errorf("shutdown: %w", err)

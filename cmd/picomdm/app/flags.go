@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"github.com/picomdm/picomdm/http/api"
 	"github.com/picomdm/picomdm/push/apns"
+	"github.com/picomdm/picomdm/push/repush"
 	"github.com/picomdm/picomdm/service/webhook"
 	"io"
 	"strings"
@@ -51,6 +52,9 @@ type Config struct {
 	PushCA             string
 	PushWorkers        int
 	PushExpiration     time.Duration
+	RepushInterval     time.Duration
+	RepushBackoff      string
+	RepushMax          int
 	LogFormat          string
 	MaxBodyBytes       int64
 	MaxIDs             int
@@ -61,6 +65,12 @@ type Config struct {
 	ShutdownWait       time.Duration
 	MetricsListen      string
 	Pprof              bool
+
+	// WebhookWorkers, WebhookOutboxMaxEvents and WebhookFailedRetention
+	// configure the durable outbox's delivery and bounds.
+	WebhookWorkers         int
+	WebhookOutboxMaxEvents int
+	WebhookFailedRetention time.Duration
 }
 
 // EnvPrefix and LegacyEnvPrefix name the environment variables every flag
@@ -97,8 +107,11 @@ func newFlagSet(cfg *Config, output io.Writer) *flag.FlagSet {
 	fs.StringVar(&cfg.Healthcheck, "healthcheck", "", "GET this URL and exit 0 if it answers 200, else 1 (for container HEALTHCHECKs); starts no server")
 	fs.StringVar(&cfg.WebhookURL, "webhook-url", "", "URL to POST MicroMDM-compatible webhook events to")
 	fs.StringVar(&cfg.WebhookHMACKey, "webhook-hmac-key", "", "key to sign webhook events with (X-Hmac-Signature: base64 HMAC-SHA256 of the body)")
-	fs.DurationVar(&cfg.WebhookRetryFor, "webhook-retry-for", webhook.DefaultRetryFor, "how long a failing webhook event is retried before it is dropped")
-	fs.Int64Var(&cfg.WebhookQueueBytes, "webhook-queue-bytes", webhook.DefaultQueueBytes, "most bytes of webhook events held in memory awaiting delivery; events that do not fit are dropped")
+	fs.DurationVar(&cfg.WebhookRetryFor, "webhook-retry-for", webhook.DefaultRetryFor, "how long, from when it was stored, a webhook event is retried while the receiver is unreachable before it is set aside")
+	fs.Int64Var(&cfg.WebhookQueueBytes, "webhook-queue-bytes", webhook.DefaultQueueBytes, "no longer used: webhook events wait in the durable outbox (see -webhook-outbox-max-events); accepted for compatibility")
+	fs.IntVar(&cfg.WebhookWorkers, "webhook-workers", webhook.DefaultWorkers, "webhook deliveries in flight at once in this process, each for a different enrollment")
+	fs.IntVar(&cfg.WebhookOutboxMaxEvents, "webhook-outbox-max-events", webhook.DefaultOutboxMaxEvents, "most webhook events the outbox keeps; past it the oldest set-aside, then the oldest pending events are deleted (0: no bound)")
+	fs.DurationVar(&cfg.WebhookFailedRetention, "webhook-failed-retention", webhook.DefaultFailedRetention, "how long set-aside (failed) webhook events are kept (0: until -webhook-outbox-max-events needs their room)")
 	fs.StringVar(&cfg.DM, "dm", "", "URL to forward Declarative Management check-ins to")
 	fs.StringVar(&cfg.DMSendHMACKey, "dm-send-hmac-key", "", "sign requests to -dm with X-Hmac-Signature (HMAC-SHA256)")
 	fs.StringVar(&cfg.DMRecvHMACKey, "dm-recv-hmac-key", "", "require a valid X-Hmac-Signature on -dm answers")
@@ -109,6 +122,9 @@ func newFlagSet(cfg *Config, output io.Writer) *flag.FlagSet {
 	fs.StringVar(&cfg.PushCA, "push-ca", "", "PEM file of CA certificates to trust for -push-url instead of the system roots (test APNs servers)")
 	fs.IntVar(&cfg.PushWorkers, "push-workers", apns.DefaultWorkers, "APNs pushes in flight at once, across all API requests")
 	fs.DurationVar(&cfg.PushExpiration, "push-expiration", apns.DefaultExpiration, "apns-expiration: how long APNs keeps trying to reach an offline device (0: send none, as NanoMDM)")
+	fs.DurationVar(&cfg.RepushInterval, "repush-interval", repush.DefaultInterval, "how often the re-push sweep runs: enrollments pushed, with pending commands, not seen since are pushed again (0: off)")
+	fs.StringVar(&cfg.RepushBackoff, "repush-backoff", repush.DefaultBackoff, "comma-separated waits before re-pushing an enrollment after its 1st, 2nd, … push; the last repeats")
+	fs.IntVar(&cfg.RepushMax, "repush-max", repush.DefaultMax, "most enrollments one re-push sweep round pushes (the sweep's global rate bound)")
 	fs.BoolVar(&cfg.Dev, "dev", false, "development mode: without -ca, create a throw-away device CA and API key under the storage directory (NOT for production)")
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log format: text or json")
 	fs.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 4<<20, "largest request body accepted, in bytes")

@@ -1,0 +1,376 @@
+package mysql
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/picomdm/picomdm/storage"
+	"github.com/picomdm/picomdm/storage/internal/sqlstore"
+)
+
+var _ storage.OutboxStore = (*Store)(nil)
+
+// StoreEvent implements storage.OutboxStore: one INSERT; seq, the
+// AUTO_INCREMENT primary key, puts it behind every event stored before
+// it. Storing an event ID that is already there is a no-op, so a call
+// retried after an unknown outcome stores the event once.
+func (s *Store) StoreEvent(ctx context.Context, ev *storage.OutboxEvent) error {
+	err := s.retry(ctx, func() error {
+		_, err := s.db.ExecContext(ctx, storeEventSQL, eventArgs(ev)...)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("storing event %s: %w", ev.ID, err)
+	}
+	return nil
+}
+
+// storeEventSQL appends an event (PRIMARY seq, outbox_id for the ID);
+// a report batch carries it too (storage.PendingEvent).
+const storeEventSQL = `INSERT INTO outbox
+	(id, enrollment_id, topic, body, created_at, state, attempts, next_attempt_at, last_error)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON DUPLICATE KEY UPDATE id = id`
+
+// eventArgs are storeEventSQL's arguments for ev.
+func eventArgs(ev *storage.OutboxEvent) []any {
+	created := ev.CreatedAt
+	if created.IsZero() {
+		created = time.Now()
+	}
+	body := ev.Body
+	if body == nil {
+		body = []byte{}
+	}
+	return []any{ev.ID, ev.EnrollmentID, ev.Topic, body, sqlstore.DBTime(created), storage.OutboxPending,
+		max(ev.Attempts, 0), sqlstore.NullTime(ev.NextAttemptAt), sqlstore.LastErrorText(ev.LastError)}
+}
+
+// claimCandidatesSQL lists the heads that ClaimEvents tries to claim: the
+// pending events, oldest first (outbox_state), that are due, not under a
+// running claim, and have no earlier pending event of their enrollment
+// (one outbox_enrollment range probe each). It is a plain read (a
+// consistent read at READ COMMITTED: it locks nothing and sees every head
+// another claimer holds locked as pending still), so an event behind a
+// head another replica is claiming is never a candidate. Locking the
+// candidates is the next statement's job: a locking read here would, on
+// servers that apply the outer locking clause to subqueries too (MySQL
+// 8.0 before 8.0.22 did), lock the NOT EXISTS subquery's rows as well —
+// and with SKIP LOCKED skip a locked head there, and see past it.
+// (MariaDB 10.11 reads the subquery without locks; the split costs one
+// round trip and holds on every server.)
+const claimCandidatesSQL = `SELECT o.seq FROM outbox o
+WHERE o.state = 'pending'
+	AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= ?)
+	AND (o.claimed_until IS NULL OR o.claimed_until <= ?)
+	AND NOT EXISTS (SELECT 1 FROM outbox e
+		WHERE e.enrollment_id = o.enrollment_id AND e.state = 'pending' AND e.seq < o.seq)
+ORDER BY o.seq
+LIMIT ?`
+
+// ClaimEvents implements storage.OutboxStore in one short transaction:
+// the candidate heads (claimCandidatesSQL), then those still pending, due
+// and unclaimed locked by PRIMARY with FOR UPDATE SKIP LOCKED (a candidate
+// another replica is claiming at this moment is skipped, not waited for),
+// then one UPDATE claiming the locked rows. Two replicas never claim the
+// same event: the second's locking read sees the first's committed claim,
+// or skips the row while it is being claimed.
+//
+// A candidate that stopped being its enrollment's head between the two
+// reads can only have done so by an earlier event of its enrollment
+// becoming pending again (RedeliverEvent), which commutes with the claim:
+// the outcome is that of the claim running just before the redelivery.
+func (s *Store) ClaimEvents(ctx context.Context, owner string, now, leaseUntil time.Time, limit int) ([]storage.OutboxEvent, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	now, leaseUntil = sqlstore.DBTime(now), sqlstore.DBTime(leaseUntil)
+	var out []storage.OutboxEvent
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		out = out[:0]
+		seqs, err := querySeqs(ctx, tx, claimCandidatesSQL, now, now, limit)
+		if err != nil || len(seqs) == 0 {
+			return err
+		}
+		rows, err := tx.QueryContext(ctx, `SELECT `+sqlstore.OutboxColumns+` FROM outbox
+WHERE seq IN (`+placeholders(len(seqs), 1)+`) AND state = 'pending'
+	AND (next_attempt_at IS NULL OR next_attempt_at <= ?)
+	AND (claimed_until IS NULL OR claimed_until <= ?)
+ORDER BY seq
+FOR UPDATE SKIP LOCKED`, append(seqs, now, now)...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		var locked []any
+		for rows.Next() {
+			seq, ev, err := sqlstore.ScanOutboxEvent(rows)
+			if err != nil {
+				return err
+			}
+			locked = append(locked, seq)
+			out = append(out, ev)
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		rows.Close()
+		if len(locked) == 0 {
+			return nil
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE outbox SET claimed_by = ?, claimed_until = ?
+WHERE seq IN (`+placeholders(len(locked), 1)+`)`, append([]any{owner, leaseUntil}, locked...)...)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("claiming events: %w", err)
+	}
+	return out, nil
+}
+
+// querySeqs runs a query selecting seq values and returns them as
+// arguments for an IN list.
+func querySeqs(ctx context.Context, tx *sql.Tx, query string, args ...any) ([]any, error) {
+	rows, err := tx.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var seqs []any
+	for rows.Next() {
+		var seq int64
+		if err := rows.Scan(&seq); err != nil {
+			return nil, err
+		}
+		seqs = append(seqs, seq)
+	}
+	return seqs, rows.Err()
+}
+
+// claimedExec runs an update or delete of owner's claimed event (its
+// WHERE ends in "id = ? AND claimed_by = ?", by outbox_id), and answers
+// storage.ErrLeaseLost when it touched nothing.
+func (s *Store) claimedExec(ctx context.Context, what, id, query string, args ...any) error {
+	var n int64
+	err := s.retry(ctx, func() error {
+		res, err := s.db.ExecContext(ctx, query, args...)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("%s event %s: %w", what, id, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("%s event %s: %w", what, id, storage.ErrLeaseLost)
+	}
+	return nil
+}
+
+// CompleteEvent implements storage.OutboxStore: one DELETE by outbox_id,
+// if owner still holds the claim.
+func (s *Store) CompleteEvent(ctx context.Context, id, owner string) error {
+	return s.claimedExec(ctx, "completing", id,
+		`DELETE FROM outbox WHERE id = ? AND claimed_by = ?`, id, owner)
+}
+
+// RetryEvent implements storage.OutboxStore: one UPDATE by outbox_id.
+// The claim is released with it (claimed_until changes, so the row always
+// counts as affected).
+func (s *Store) RetryEvent(ctx context.Context, id, owner string, attempts int, next time.Time, lastErr string) error {
+	return s.claimedExec(ctx, "retrying", id, `UPDATE outbox
+SET attempts = ?, next_attempt_at = ?, last_error = ?, claimed_by = NULL, claimed_until = NULL
+WHERE id = ? AND claimed_by = ?`, max(attempts, 0), sqlstore.NullTime(next), sqlstore.LastErrorText(lastErr), id, owner)
+}
+
+// SetAsideEvent implements storage.OutboxStore: one UPDATE by outbox_id.
+func (s *Store) SetAsideEvent(ctx context.Context, id, owner string, attempts int, lastErr string) error {
+	return s.claimedExec(ctx, "setting aside", id, `UPDATE outbox
+SET state = 'failed', attempts = ?, last_error = ?, claimed_by = NULL, claimed_until = NULL
+WHERE id = ? AND claimed_by = ?`, max(attempts, 0), sqlstore.LastErrorText(lastErr), id, owner)
+}
+
+// ReleaseEvents implements storage.OutboxStore: one UPDATE over the
+// pending range of outbox_state (a clean shutdown, not a request path;
+// failed events hold no claims).
+func (s *Store) ReleaseEvents(ctx context.Context, owner string) error {
+	err := s.retry(ctx, func() error {
+		_, err := s.db.ExecContext(ctx, `UPDATE outbox SET claimed_by = NULL, claimed_until = NULL
+WHERE state = 'pending' AND claimed_by = ?`, owner)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("releasing events of %s: %w", owner, err)
+	}
+	return nil
+}
+
+// ListEvents implements storage.OutboxStore: one outbox_state range, in
+// seq order after the cursor (the base64url of the last seq of the
+// previous page).
+func (s *Store) ListEvents(ctx context.Context, state string, p storage.Page) ([]storage.OutboxEvent, string, error) {
+	after, err := sqlstore.DecodeSeqCursor(p.Cursor)
+	if err != nil {
+		return nil, "", err
+	}
+	limit := sqlstore.PageLimit(p.Limit)
+	rows, err := s.db.QueryContext(ctx, `SELECT `+sqlstore.OutboxColumns+` FROM outbox
+WHERE state = ? AND seq > ? ORDER BY seq LIMIT ?`, state, after, limit+1)
+	if err != nil {
+		return nil, "", fmt.Errorf("listing %s events: %w", state, err)
+	}
+	defer rows.Close()
+	out := []storage.OutboxEvent{}
+	var last int64
+	for rows.Next() {
+		seq, ev, err := sqlstore.ScanOutboxEvent(rows)
+		if err != nil {
+			return nil, "", fmt.Errorf("listing %s events: %w", state, err)
+		}
+		if len(out) == limit {
+			return out, encodeCursor(strconv.FormatInt(last, 10)), nil
+		}
+		last = seq
+		out = append(out, ev)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", fmt.Errorf("listing %s events: %w", state, err)
+	}
+	return out, "", nil
+}
+
+// RedeliverEvent implements storage.OutboxStore: one UPDATE by outbox_id.
+// The event keeps its seq, so it takes its original place among its
+// enrollment's events.
+func (s *Store) RedeliverEvent(ctx context.Context, id string) error {
+	var n int64
+	err := s.retry(ctx, func() error {
+		res, err := s.db.ExecContext(ctx, `UPDATE outbox
+SET state = 'pending', attempts = 0, next_attempt_at = NULL, claimed_by = NULL, claimed_until = NULL
+WHERE id = ? AND state = 'failed'`, id)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("redelivering event %s: %w", id, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("redelivering event %s: no such failed event: %w", id, storage.ErrNotFound)
+	}
+	return nil
+}
+
+// DropEvent implements storage.OutboxStore: one DELETE by outbox_id.
+func (s *Store) DropEvent(ctx context.Context, id string) error {
+	var n int64
+	err := s.retry(ctx, func() error {
+		res, err := s.db.ExecContext(ctx, `DELETE FROM outbox WHERE id = ?`, id)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("dropping event %s: %w", id, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("dropping event %s: %w", id, storage.ErrNotFound)
+	}
+	return nil
+}
+
+// OutboxStats implements storage.OutboxStore: counts over outbox_state
+// (an index-only count per state) and the first pending row in seq
+// order.
+func (s *Store) OutboxStats(ctx context.Context) (storage.OutboxStats, error) {
+	var st storage.OutboxStats
+	var oldest sql.NullTime
+	err := s.db.QueryRowContext(ctx, `SELECT
+	(SELECT COUNT(*) FROM outbox WHERE state = 'pending'),
+	(SELECT COUNT(*) FROM outbox WHERE state = 'failed'),
+	(SELECT created_at FROM outbox WHERE state = 'pending' ORDER BY seq LIMIT 1)`).
+		Scan(&st.Pending, &st.Failed, &oldest)
+	if err != nil {
+		return st, fmt.Errorf("outbox stats: %w", err)
+	}
+	st.OldestPending = sqlstore.UTC(oldest)
+	return st, nil
+}
+
+// TrimOutbox implements storage.OutboxStore, purgeBatch rows per DELETE
+// (each a short transaction): the failed events stored before
+// failedBefore (the outbox_state range of failed events), then, while the
+// outbox holds more than maxEvents, the oldest failed events and then the
+// oldest pending ones (outbox_state ranges from their start). The count is
+// taken once: events stored meanwhile are left for the next trim.
+func (s *Store) TrimOutbox(ctx context.Context, maxEvents int, failedBefore time.Time) (int, error) {
+	total := 0
+	if !failedBefore.IsZero() {
+		n, err := s.trimBatches(ctx, -1, `DELETE FROM outbox
+WHERE state = 'failed' AND created_at < ? ORDER BY seq LIMIT ?`, sqlstore.DBTime(failedBefore))
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("trimming the outbox: %w", err)
+		}
+	}
+	if maxEvents <= 0 {
+		return total, nil
+	}
+	var count int
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM outbox`).Scan(&count); err != nil {
+		return total, fmt.Errorf("trimming the outbox: counting: %w", err)
+	}
+	excess := count - maxEvents
+	for _, state := range []string{storage.OutboxFailed, storage.OutboxPending} {
+		if excess <= 0 {
+			break
+		}
+		n, err := s.trimBatches(ctx, excess, `DELETE FROM outbox
+WHERE state = ? ORDER BY seq LIMIT ?`, state)
+		total += n
+		excess -= n
+		if err != nil {
+			return total, fmt.Errorf("trimming the outbox: %w", err)
+		}
+	}
+	return total, nil
+}
+
+// trimBatches runs query (whose last placeholder is the LIMIT) until it
+// deleted upTo rows (-1: until a run deletes less than a batch) and
+// returns the rows deleted.
+func (s *Store) trimBatches(ctx context.Context, upTo int, query string, args ...any) (int, error) {
+	total := 0
+	for upTo < 0 || total < upTo {
+		batch := purgeBatch
+		if upTo >= 0 {
+			batch = min(batch, upTo-total)
+		}
+		var n int64
+		err := s.retry(ctx, func() error {
+			res, err := s.db.ExecContext(ctx, query, append(args, batch)...)
+			if err != nil {
+				return err
+			}
+			n, err = res.RowsAffected()
+			return err
+		})
+		if err != nil {
+			return total, err
+		}
+		total += int(n)
+		if n < int64(batch) {
+			break
+		}
+	}
+	return total, nil
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/picomdm/picomdm/test/wait"
 	"io"
 	"net"
 	"net/http"
@@ -253,13 +254,7 @@ func events(t *testing.T, outbox storage.OutboxStore, state string) []storage.Ou
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	wait.Until(t, 15*time.Second, what, cond)
 }
 
 // waitDeliveries waits until the receiver has accepted n events and

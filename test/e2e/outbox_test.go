@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/picomdm/picomdm/test/wait"
 	"io"
 	"net"
 	"net/http"
@@ -227,13 +228,7 @@ func (h *hookReceiver) snapshot() (received, accepted []hookEvent) {
 // with what() after timeout.
 func eventually(t *testing.T, timeout time.Duration, cond func() bool, what func() string) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s", timeout, what())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	wait.For(t, timeout, cond, what)
 }
 
 // byEnrollment groups events' keys by enrollment, in arrival order; with

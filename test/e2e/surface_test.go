@@ -7,6 +7,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
+	"github.com/picomdm/picomdm/test/wait"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -60,15 +62,9 @@ func (rec *recorder) all() []recorded {
 // waitFor polls until n requests arrived (webhook delivery is async).
 func (rec *recorder) waitFor(t *testing.T, n int) []recorded {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if got := rec.all(); len(got) >= n {
-			return got
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("got %d requests, want %d", len(rec.all()), n)
-	return nil
+	wait.For(t, 10*time.Second, func() bool { return len(rec.all()) >= n },
+		func() string { return fmt.Sprintf("%d requests (got %d)", n, len(rec.all())) })
+	return rec.all()
 }
 
 // TestWebhook: every check-in and report becomes a MicroMDM-style event,

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"github.com/picomdm/picomdm/test/wait"
 	"io"
 	"path/filepath"
 	"strings"
@@ -90,13 +91,7 @@ func TestWebhookJobsWired(t *testing.T) {
 		}
 		return !ok
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !held() {
-		if time.Now().After(deadline) {
-			t.Fatal("the outbox trim job never took its lease")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	wait.Until(t, 10*time.Second, "the outbox trim job to take its lease", held)
 	if err := a.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}

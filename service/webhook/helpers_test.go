@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"github.com/picomdm/picomdm/test/wait"
 	"io"
 	"net"
@@ -98,15 +99,11 @@ func (rc *receiver) up() {
 	rc.t.Helper()
 	var ln net.Listener
 	var err error
-	for range 50 { // the port may take a moment to be free again
-		if ln, err = net.Listen("tcp", rc.addr); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		rc.t.Fatalf("listening again on %s: %v", rc.addr, err)
-	}
+	// The port may take a moment to be free again.
+	wait.For(rc.t, time.Second, func() bool {
+		ln, err = net.Listen("tcp", rc.addr)
+		return err == nil
+	}, func() string { return fmt.Sprintf("listening again on %s (%v)", rc.addr, err) })
 	rc.serve(ln)
 }
 

@@ -3,6 +3,7 @@ package e2e
 import (
 	"errors"
 	"fmt"
+	"github.com/picomdm/picomdm/test/wait"
 	"net"
 	"net/http"
 	"os"
@@ -65,25 +66,23 @@ func startProcess(t *testing.T, bin string, args ...string) *process {
 			t.Logf("%s log:\n%s", p.URL, p.logs.String())
 		}
 	})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get(p.URL + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p
-			}
-		}
+	err = nil
+	wait.For(t, 20*time.Second, func() bool {
 		select {
 		case <-p.done:
 			t.Fatalf("picomdm %v exited: %v\n%s", args, p.cmd.ProcessState, p.logs.String())
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("picomdm at %s: %v (last error %v)\n%s", p.URL, errNotReady, err, p.logs.String())
+		var resp *http.Response
+		if resp, err = http.Get(p.URL + "/readyz"); err != nil {
+			return false
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, func() string {
+		return fmt.Sprintf("picomdm at %s: %v (last error %v)\n%s", p.URL, errNotReady, err, p.logs.String())
+	})
+	return p
 }
 
 // kill SIGKILLs the process and waits for it to be gone.

@@ -114,16 +114,11 @@ func (h *hookReceiver) up() {
 	}
 	var l net.Listener
 	var err error
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		// The port may linger briefly after down; retry until bound.
-		if l, err = net.Listen("tcp", h.addr); err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		h.t.Fatalf("receiver listen %s: %v", h.addr, err)
-	}
+	// The port may linger briefly after down; retry until bound.
+	wait.For(h.t, 5*time.Second, func() bool {
+		l, err = net.Listen("tcp", h.addr)
+		return err == nil
+	}, func() string { return fmt.Sprintf("the receiver to listen on %s (%v)", h.addr, err) })
 	h.addr = l.Addr().String()
 	h.srv = &http.Server{Handler: http.HandlerFunc(h.serve), ReadHeaderTimeout: 5 * time.Second}
 	go h.srv.Serve(l)

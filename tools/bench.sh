@@ -10,7 +10,8 @@
 # picomdm_bench database, dropped and created), starts picomdm on
 # 127.0.0.1:9400 pushing to devsim's mock APNs on 127.0.0.1:9443, runs the
 # bench (which reports the server's RSS at the end) and stops the server.
-# WEBHOOK=1 adds a webhook receiver (see below).
+# WEBHOOK=1 adds a webhook receiver (see below); SERVER_FLAGS adds flags
+# to picomdm's command line (e.g. SERVER_FLAGS='-repush-interval 0').
 # PROFILE=1 also takes a 20 s CPU profile of the server from the start of
 # the run (written to the work directory, which is printed).
 # MariaDB and PostgreSQL are expected where tools/testenv.sh finds them.
@@ -64,7 +65,7 @@ fi
 "$bin/picomdm" -listen 127.0.0.1:9400 -metrics-listen 127.0.0.1:9401 -pprof \
 	-ca "$work/ca.pem" -api "$key" -migration \
 	-push-url https://127.0.0.1:9443 -push-ca "$work/apns.pem" \
-	"${storage[@]}" "${webhook[@]}" >"$work/server.log" 2>&1 &
+	"${storage[@]}" "${webhook[@]}" ${SERVER_FLAGS:-} >"$work/server.log" 2>&1 &
 server=$!
 trap 'kill $server ${receiver:-} 2>/dev/null; wait $server 2>/dev/null || true' EXIT
 for _ in $(seq 100); do

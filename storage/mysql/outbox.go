@@ -306,71 +306,28 @@ func (s *Store) OutboxStats(ctx context.Context) (storage.OutboxStats, error) {
 	return st, nil
 }
 
-// TrimOutbox implements storage.OutboxStore, purgeBatch rows per DELETE
-// (each a short transaction): the failed events stored before
-// failedBefore (the outbox_state range of failed events), then, while the
-// outbox holds more than maxEvents, the oldest failed events and then the
-// oldest pending ones (outbox_state ranges from their start). The count is
-// taken once: events stored meanwhile are left for the next trim.
+// TrimOutbox implements storage.OutboxStore (sqlstore.TrimOutbox), on
+// the outbox_state ranges: failed events from their start, then the
+// oldest failed and pending ones.
 func (s *Store) TrimOutbox(ctx context.Context, maxEvents int, failedBefore time.Time) (int, error) {
-	total := 0
-	if !failedBefore.IsZero() {
-		n, err := s.trimBatches(ctx, -1, `DELETE FROM outbox
-WHERE state = 'failed' AND created_at < ? ORDER BY seq LIMIT ?`, sqlstore.DBTime(failedBefore))
-		total += n
-		if err != nil {
-			return total, fmt.Errorf("trimming the outbox: %w", err)
-		}
-	}
-	if maxEvents <= 0 {
-		return total, nil
-	}
-	var count int
-	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM outbox`).Scan(&count); err != nil {
-		return total, fmt.Errorf("trimming the outbox: counting: %w", err)
-	}
-	excess := count - maxEvents
-	for _, state := range []string{storage.OutboxFailed, storage.OutboxPending} {
-		if excess <= 0 {
-			break
-		}
-		n, err := s.trimBatches(ctx, excess, `DELETE FROM outbox
-WHERE state = ? ORDER BY seq LIMIT ?`, state)
-		total += n
-		excess -= n
-		if err != nil {
-			return total, fmt.Errorf("trimming the outbox: %w", err)
-		}
-	}
-	return total, nil
+	return sqlstore.TrimOutbox(ctx, s.db, s.batchExec, sqlstore.TrimQueries{
+		Failed: `DELETE FROM outbox WHERE state = 'failed' AND created_at < ? ORDER BY seq LIMIT ?`,
+		Oldest: `DELETE FROM outbox WHERE state = ? ORDER BY seq LIMIT ?`,
+		Count:  `SELECT COUNT(*) FROM outbox`,
+	}, purgeBatch, maxEvents, failedBefore)
 }
 
-// trimBatches runs query (whose last placeholder is the LIMIT) until it
-// deleted upTo rows (-1: until a run deletes less than a batch) and
-// returns the rows deleted.
-func (s *Store) trimBatches(ctx context.Context, upTo int, query string, args ...any) (int, error) {
-	total := 0
-	for upTo < 0 || total < upTo {
-		batch := purgeBatch
-		if upTo >= 0 {
-			batch = min(batch, upTo-total)
-		}
-		var n int64
-		err := s.retry(ctx, func() error {
-			res, err := s.db.ExecContext(ctx, query, append(args, batch)...)
-			if err != nil {
-				return err
-			}
-			n, err = res.RowsAffected()
-			return err
-		})
+// batchExec runs one statement of a batched DELETE, retried on deadlock,
+// and returns the rows it deleted.
+func (s *Store) batchExec(ctx context.Context, query string, args ...any) (int64, error) {
+	var n int64
+	err := s.retry(ctx, func() error {
+		res, err := s.db.ExecContext(ctx, query, args...)
 		if err != nil {
-			return total, err
+			return err
 		}
-		total += int(n)
-		if n < int64(batch) {
-			break
-		}
-	}
-	return total, nil
+		n, err = res.RowsAffected()
+		return err
+	})
+	return n, err
 }

@@ -301,69 +301,25 @@ func (s *Store) OutboxStats(ctx context.Context) (storage.OutboxStats, error) {
 	return st, nil
 }
 
-// TrimOutbox implements storage.OutboxStore, purgeBatch rows per DELETE
-// (each a short transaction): the failed events stored before
-// failedBefore (trimFailedSQL), then, while the outbox holds more than
-// maxEvents, the oldest failed events and then the oldest pending ones
-// (trimOldestSQL). The count is taken once: events stored meanwhile are
-// left for the next trim.
+// TrimOutbox implements storage.OutboxStore (sqlstore.TrimOutbox with
+// trimFailedSQL and trimOldestSQL).
 func (s *Store) TrimOutbox(ctx context.Context, maxEvents int, failedBefore time.Time) (int, error) {
-	total := 0
-	if !failedBefore.IsZero() {
-		n, err := s.trimBatches(ctx, -1, trimFailedSQL, sqlstore.DBTime(failedBefore))
-		total += n
-		if err != nil {
-			return total, fmt.Errorf("trimming the outbox: %w", err)
-		}
-	}
-	if maxEvents <= 0 {
-		return total, nil
-	}
-	var count int
-	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM outbox`).Scan(&count); err != nil {
-		return total, fmt.Errorf("trimming the outbox: counting: %w", err)
-	}
-	excess := count - maxEvents
-	for _, state := range []string{storage.OutboxFailed, storage.OutboxPending} {
-		if excess <= 0 {
-			break
-		}
-		n, err := s.trimBatches(ctx, excess, trimOldestSQL, state)
-		total += n
-		excess -= n
-		if err != nil {
-			return total, fmt.Errorf("trimming the outbox: %w", err)
-		}
-	}
-	return total, nil
+	return sqlstore.TrimOutbox(ctx, s.db, s.batchExec, sqlstore.TrimQueries{
+		Failed: trimFailedSQL, Oldest: trimOldestSQL, Count: `SELECT count(*) FROM outbox`,
+	}, purgeBatch, maxEvents, failedBefore)
 }
 
-// trimBatches runs query (whose last placeholder is the batch size) until
-// it deleted upTo rows (-1: until a run deletes less than a batch) and
-// returns the rows deleted.
-func (s *Store) trimBatches(ctx context.Context, upTo int, query string, args ...any) (int, error) {
-	total := 0
-	for upTo < 0 || total < upTo {
-		batch := purgeBatch
-		if upTo >= 0 {
-			batch = min(batch, upTo-total)
-		}
-		var n int64
-		err := withRetry(ctx, func() error {
-			res, err := s.db.ExecContext(ctx, query, append(args, batch)...)
-			if err != nil {
-				return err
-			}
-			n, err = res.RowsAffected()
-			return err
-		})
+// batchExec runs one statement of a batched DELETE, retrying transient
+// conflicts, and returns the rows it deleted.
+func (s *Store) batchExec(ctx context.Context, query string, args ...any) (int64, error) {
+	var n int64
+	err := withRetry(ctx, func() error {
+		res, err := s.db.ExecContext(ctx, query, args...)
 		if err != nil {
-			return total, err
+			return err
 		}
-		total += int(n)
-		if n < int64(batch) {
-			break
-		}
-	}
-	return total, nil
+		n, err = res.RowsAffected()
+		return err
+	})
+	return n, err
 }

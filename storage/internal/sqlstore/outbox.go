@@ -1,6 +1,7 @@
 package sqlstore
 
 import (
+	"context"
 	"database/sql"
 	"fmt"
 	"strconv"
@@ -74,4 +75,75 @@ func DecodeSeqCursor(cursor string) (int64, error) {
 		return 0, fmt.Errorf("cursor %q: %w", cursor, storage.ErrBadCursor)
 	}
 	return seq, nil
+}
+
+// TrimQueries are one dialect's statements for TrimOutbox. Failed deletes
+// a batch of failed events stored before its first argument, Oldest the
+// oldest events of the state given as its first argument; the last
+// placeholder of both is the batch size. Count counts every event.
+type TrimQueries struct {
+	Failed, Oldest, Count string
+}
+
+// BatchExec runs a statement, retrying as the backend retries transient
+// conflicts, and returns the rows it affected.
+type BatchExec func(ctx context.Context, query string, args ...any) (int64, error)
+
+// TrimOutbox is storage.OutboxStore.TrimOutbox for both SQL backends,
+// batch rows per DELETE (each a short transaction): the failed events
+// stored before failedBefore, then, while the outbox holds more than
+// maxEvents, the oldest failed events and then the oldest pending ones.
+// The count is taken once: events stored meanwhile are left for the next
+// trim.
+func TrimOutbox(ctx context.Context, db *sql.DB, exec BatchExec, q TrimQueries, batch, maxEvents int, failedBefore time.Time) (int, error) {
+	total := 0
+	if !failedBefore.IsZero() {
+		n, err := trimBatches(ctx, exec, batch, -1, q.Failed, DBTime(failedBefore))
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("trimming the outbox: %w", err)
+		}
+	}
+	if maxEvents <= 0 {
+		return total, nil
+	}
+	var count int
+	if err := db.QueryRowContext(ctx, q.Count).Scan(&count); err != nil {
+		return total, fmt.Errorf("trimming the outbox: counting: %w", err)
+	}
+	excess := count - maxEvents
+	for _, state := range []string{storage.OutboxFailed, storage.OutboxPending} {
+		if excess <= 0 {
+			break
+		}
+		n, err := trimBatches(ctx, exec, batch, excess, q.Oldest, state)
+		total += n
+		excess -= n
+		if err != nil {
+			return total, fmt.Errorf("trimming the outbox: %w", err)
+		}
+	}
+	return total, nil
+}
+
+// trimBatches runs query (whose last placeholder is the batch size) until
+// it deleted upTo rows (-1: until a run deletes less than a batch) and
+// returns the rows deleted.
+func trimBatches(ctx context.Context, exec BatchExec, batch, upTo int, query string, args ...any) (int, error) {
+	total := 0
+	for upTo < 0 || total < upTo {
+		size := batch
+		if upTo >= 0 {
+			size = min(size, upTo-total)
+		}
+		n, err := exec(ctx, query, append(args, size)...)
+		if err != nil {
+			return total, err
+		}
+		total += int(n)
+		if n < int64(size) {
+			break
+		}
+	}
+	return total, nil
 }

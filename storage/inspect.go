@@ -32,6 +32,15 @@ type Page struct {
 	Limit  int
 }
 
+// Size returns p.Limit clamped to 1…MaxPageLimit: 0 or less asks for the
+// most.
+func (p Page) Size() int {
+	if p.Limit <= 0 || p.Limit > MaxPageLimit {
+		return MaxPageLimit
+	}
+	return p.Limit
+}
+
 // EnrollmentFilter narrows ListEnrollments; zero fields match everything.
 type EnrollmentFilter struct {
 	Type     mdm.EnrollType // exact type

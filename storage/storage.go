@@ -278,4 +278,6 @@ type Store interface {
 	OutboxStore
 	LeaseStore
 	RepushStore
+	SCEPStore
+	PrivateKeySealer
 }

@@ -4,6 +4,12 @@
 // each command as "<id> <CommandUUID> <RequestType>" and answering it.
 //
 //	devsim -ca-cert ca.pem -ca-key ca.key [-url http://127.0.0.1:9000/mdm] [-devices N] [-watch 10s] [-v]
+//	devsim -profile-url http://127.0.0.1:9000/mdm/enroll [-devices N] [-watch 10s] [-v]
+//
+// With -profile-url each device enrolls as a real one does from a served
+// profile: it downloads the profile, gets its identity certificate by
+// SCEP with the profile's challenge, and checks in at the profile's
+// ServerURL.
 //
 // "devsim bench" is a load generator for any NanoMDM-compatible server
 // (see package test/load for its phases), reporting "name value unit"
@@ -63,7 +69,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		serverURL   = fs.String("url", "http://127.0.0.1:9000/mdm", "server MDM URL")
 		checkinURL  = fs.String("checkin-url", "", "separate check-in URL (servers run with -checkin)")
 		caCert      = fs.String("ca-cert", "", "PEM file of the device CA certificate (required)")
-		caKey       = fs.String("ca-key", "", "PEM file of the device CA private key (required)")
+		caKey       = fs.String("ca-key", "", "PEM file of the device CA private key (required unless -profile-url)")
+		profileURL  = fs.String("profile-url", "", "enroll from this served enrollment profile (e.g. http://127.0.0.1:9000/mdm/enroll): each device downloads it, gets its identity from the profile's SCEP payload and talks to its ServerURL (-url, -ca-cert, -ca-key and -topic are then unused)")
 		devices     = fs.Int("devices", 1, "number of devices to simulate")
 		keyType     = fs.String("key-type", "rsa", "device identity key type: rsa or ecdsa")
 		topic       = fs.String("topic", device.DefaultTopic, "push topic the devices report")
@@ -79,28 +86,36 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
-	if *caCert == "" || *caKey == "" {
-		return errors.New("-ca-cert and -ca-key are required (the device CA the server trusts, e.g. the files picomdm -dev writes)")
-	}
-	kt, err := device.ParseKeyType(*keyType)
-	if err != nil {
-		return err
-	}
-	ca, err := loadCA(*caCert, *caKey)
-	if err != nil {
-		return err
-	}
-
-	opts := []device.Option{device.WithKeyType(kt), device.WithTopic(*topic)}
+	var opts []device.Option
 	if *checkinURL != "" {
 		opts = append(opts, device.WithCheckinURL(*checkinURL))
 	}
 	if *certHeader != "" {
 		opts = append(opts, device.WithCertHeader(*certHeader, device.CertHeaderRFC9440))
 	}
-	fleet, err := device.NewFleet(ca, *serverURL, *devices, opts...)
-	if err != nil {
-		return err
+	var fleet *device.Fleet
+	if *profileURL != "" {
+		f, err := device.NewFleetFromProfile(ctx, *profileURL, *devices, opts...)
+		if err != nil {
+			return fmt.Errorf("enrolling from %s: %w", *profileURL, err)
+		}
+		fleet = f
+	} else {
+		if *caCert == "" || *caKey == "" {
+			return errors.New("-ca-cert and -ca-key are required (the device CA the server trusts, e.g. the files picomdm -dev writes), or -profile-url")
+		}
+		kt, err := device.ParseKeyType(*keyType)
+		if err != nil {
+			return err
+		}
+		ca, err := loadCA(*caCert, *caKey)
+		if err != nil {
+			return err
+		}
+		opts = append([]device.Option{device.WithKeyType(kt), device.WithTopic(*topic)}, opts...)
+		if fleet, err = device.NewFleet(ca, *serverURL, *devices, opts...); err != nil {
+			return err
+		}
 	}
 	fleet.Concurrency = *concurrency
 	fleet.Answer = device.Answer(*answer)

@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	picohttp "github.com/picomdm/picomdm/http"
+	"github.com/picomdm/picomdm/push/certwatch"
 	"github.com/picomdm/picomdm/service"
 	"github.com/picomdm/picomdm/storage"
 )
@@ -35,6 +37,11 @@ type PushCertResponse struct {
 	Topic string `json:"topic"`
 	// NotAfter is when the certificate expires, RFC 3339.
 	NotAfter string `json:"not_after"`
+	// Warnings, on a PUT only, say why the upload looks like a mistake
+	// (certwatch.UploadWarnings: a new certificate made with Create where
+	// another topic's expiring one needed Renew). The certificate was
+	// stored anyway. Omitted when there is nothing to say.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 func pushCertResponse(topic string, leaf *x509.Certificate) *PushCertResponse {
@@ -62,6 +69,11 @@ var errNoTopicParam = service.NewStatusError(http.StatusBadRequest, errors.New("
 //     that is not an MDM push certificate, or anything that is not PEM.
 //     Storing replaces the topic's previous certificate; push services of
 //     every replica pick the new one up on their next staleness check.
+//     When store is also a storage.InspectionStore (every backend is),
+//     the answer carries "warnings" (logged too) if no enabled enrollment
+//     uses the new topic while another topic with enrollments has a
+//     certificate expiring within 30 days: the usual sign of a
+//     certificate made with Create instead of Renew in Apple's portal.
 //   - GET ?topic=T answers the same shape for T's stored certificate; 400
 //     without topic, 404 for an unknown topic.
 //
@@ -110,7 +122,29 @@ func putPushCert(w http.ResponseWriter, r *http.Request, store storage.PushCertS
 		return
 	}
 	logger.InfoContext(r.Context(), "push certificate stored", "topic", topic, "not_after", leaf.NotAfter)
-	picohttp.WriteJSON(w, r, logger, http.StatusOK, pushCertResponse(topic, leaf))
+	resp := pushCertResponse(topic, leaf)
+	resp.Warnings = uploadWarnings(r.Context(), store, topic, logger)
+	picohttp.WriteJSON(w, r, logger, http.StatusOK, resp)
+}
+
+// uploadWarnings returns, and logs, what certwatch.UploadWarnings has to
+// say about the upload of topic's certificate: nothing for a store that
+// cannot list enrollments. A failed check is a warning of its own, never
+// a failed upload (the certificate is stored by then).
+func uploadWarnings(ctx context.Context, store storage.PushCertStore, topic string, logger *slog.Logger) []string {
+	s, ok := store.(certwatch.UploadStore)
+	if !ok {
+		return nil
+	}
+	warnings, err := certwatch.UploadWarnings(ctx, s, topic, time.Now())
+	if err != nil {
+		logger.WarnContext(ctx, "push certificate upload: checking for a Create instead of Renew failed", "topic", topic, "err", err)
+		return []string{"could not check whether this certificate should have been a renewal of another topic's expiring one (see the server log)"}
+	}
+	for _, warning := range warnings {
+		logger.WarnContext(ctx, "push certificate upload looks like Create instead of Renew", "topic", topic, "warning", warning)
+	}
+	return warnings
 }
 
 func getPushCert(w http.ResponseWriter, r *http.Request, store storage.PushCertStore, logger *slog.Logger) {

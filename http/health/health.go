@@ -23,6 +23,10 @@ type Status struct {
 	Status string `json:"status"`
 	// Error says why the server is unavailable.
 	Error string `json:"error,omitempty"`
+	// Warnings, on a ready answer only, are things an operator must act
+	// on soon that do not make the server unready (WithWarnings), such as
+	// a push certificate about to expire.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // Live returns the /healthz handler: 200 {"status":"ok"} as long as the
@@ -44,6 +48,7 @@ type config struct {
 	timeout  time.Duration
 	logger   *slog.Logger
 	draining func() bool
+	warnings func(ctx context.Context) []string
 }
 
 // WithTimeout sets how long Ready waits for the pinger (default
@@ -65,6 +70,18 @@ func WithLogger(logger *slog.Logger) Option { return func(c *config) { c.logger 
 // sending new requests while in-flight ones finish.
 func WithDraining(draining func() bool) Option { return func(c *config) { c.draining = draining } }
 
+// WithWarnings adds what warnings returns to a ready answer as
+// "warnings" (nothing when it returns none). The answer stays 200: a
+// warning (an expiring push certificate, say) is for the operator, and
+// taking every replica out of the load balancer over it would turn it
+// into an outage. warnings is called on every ready probe, with the
+// probe's timeout, so it should be cheap or cached (certwatch's
+// Watcher.Messages is); being unauthenticated, its texts must not reveal
+// secrets.
+func WithWarnings(warnings func(ctx context.Context) []string) Option {
+	return func(c *config) { c.warnings = warnings }
+}
+
 // errDraining is what Ready reports while the server shuts down.
 var errDraining = errors.New("shutting down")
 
@@ -77,7 +94,8 @@ var errTimeout = errors.New("storage did not answer in time")
 var errUnavailable = errors.New("storage unavailable")
 
 // Ready returns the /readyz handler: it calls ping with a timeout and
-// answers 200 {"status":"ready"} if it succeeds, else 503
+// answers 200 {"status":"ready"} if it succeeds (with "warnings" from
+// WithWarnings, if any), else 503
 // {"status":"unavailable","error":"..."} (also while WithDraining's func
 // reports true). The error is one of a few fixed texts ("storage
 // unavailable", "storage did not answer in time", "shutting down"); the
@@ -109,7 +127,11 @@ func Ready(ping Pinger, opts ...Option) http.Handler {
 			write(w, http.StatusServiceUnavailable, &Status{Status: "unavailable", Error: answer.Error()})
 			return
 		}
-		write(w, http.StatusOK, &Status{Status: "ready"})
+		status := &Status{Status: "ready"}
+		if cfg.warnings != nil {
+			status.Warnings = cfg.warnings(ctx)
+		}
+		write(w, http.StatusOK, status)
 	})
 }
 

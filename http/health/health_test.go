@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -103,5 +104,39 @@ func TestReadyDraining(t *testing.T) {
 	draining, pinged = true, false
 	if code, s := get(t, h); code != http.StatusServiceUnavailable || s.Error != "shutting down" || pinged {
 		t.Errorf("draining: got %d %+v (pinged %v), want 503 shutting down without a ping", code, s, pinged)
+	}
+}
+
+// TestReadyWarnings: warnings ride on a ready answer and keep it 200;
+// none leaves the field out; an unready answer does not ask for them.
+func TestReadyWarnings(t *testing.T) {
+	var down error
+	var warnings []string
+	asked := 0
+	h := Ready(func(context.Context) error { return down }, WithWarnings(func(ctx context.Context) []string {
+		asked++
+		if _, ok := ctx.Deadline(); !ok {
+			t.Error("warnings called without the probe's timeout")
+		}
+		return warnings
+	}))
+
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	if rec.Code != http.StatusOK || strings.Contains(rec.Body.String(), "warnings") {
+		t.Errorf("no warnings: got %d %s, want 200 without a warnings field", rec.Code, rec.Body)
+	}
+
+	warnings = []string{"push certificate for topic com.apple.mgmt.External.a expires on 2026-12-20 10:00 UTC (in 5 days)", "second"}
+	code, s := get(t, h)
+	if code != http.StatusOK || s.Status != "ready" || !slices.Equal(s.Warnings, warnings) {
+		t.Errorf("with warnings: got %d %+v, want 200 ready with %q", code, s, warnings)
+	}
+
+	down = errors.New("connection refused")
+	asked = 0
+	code, s = get(t, h)
+	if code != http.StatusServiceUnavailable || s.Warnings != nil || asked != 0 {
+		t.Errorf("down: got %d %+v (warnings asked %d times), want 503 without warnings", code, s, asked)
 	}
 }

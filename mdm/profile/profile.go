@@ -82,6 +82,10 @@ type SCEP struct {
 	Subject string
 	// Name is the SCEP payload's Name (the CA-IDENT), omitted when empty.
 	Name string
+	// KeySize is the RSA key size the device generates: 1024, 2048 or
+	// 4096 bits (Apple's Keysize; 0 means 2048). The built-in SCEP CA
+	// refuses keys under 2048 bits.
+	KeySize int
 }
 
 // PKCS12 describes the com.apple.security.pkcs12 payload.
@@ -196,6 +200,13 @@ func Generate(opts Options) ([]byte, error) {
 		if err := checkURL("SCEP URL", s.URL, errors.New("profile: no SCEP URL")); err != nil {
 			return nil, err
 		}
+		keySize := s.KeySize
+		if keySize == 0 {
+			keySize = 2048
+		}
+		if keySize != 1024 && keySize != 2048 && keySize != 4096 {
+			return nil, fmt.Errorf("profile: SCEP key size %d: want 1024, 2048 or 4096", keySize)
+		}
 		subject := s.Subject
 		if subject == "" {
 			subject = DefaultSCEPSubject
@@ -212,7 +223,7 @@ func Generate(opts Options) ([]byte, error) {
 			},
 			PayloadContent: scepContent{
 				URL: s.URL, Name: s.Name, Challenge: s.Challenge, Subject: rdns,
-				KeyType: "RSA", Keysize: 2048,
+				KeyType: "RSA", Keysize: keySize,
 				KeyUsage: 5, // digital signature (1) and key encipherment (4)
 			},
 		}

@@ -35,11 +35,19 @@ func Sign(profile []byte, cert *x509.Certificate, key crypto.PrivateKey, interme
 	return signed, nil
 }
 
-// SignPEM is Sign with the signer read from PEM: certPEM holds the
-// signing certificate first, then any intermediates; keyPEM holds its
-// private key (PKCS#8, PKCS#1 or SEC 1).
+// SignPEM is Sign with the signer read from PEM (see ParseSigner).
 func SignPEM(profile, certPEM, keyPEM []byte) ([]byte, error) {
-	var certs []*x509.Certificate
+	certs, key, err := ParseSigner(certPEM, keyPEM)
+	if err != nil {
+		return nil, err
+	}
+	return Sign(profile, certs[0], key, certs[1:]...)
+}
+
+// ParseSigner reads a profile signer from PEM: certPEM holds the signing
+// certificate first, then any intermediates; keyPEM holds its private key
+// (PKCS#8, PKCS#1 or SEC 1). certs has at least one element.
+func ParseSigner(certPEM, keyPEM []byte) (certs []*x509.Certificate, key crypto.PrivateKey, err error) {
 	for rest := certPEM; ; {
 		var block *pem.Block
 		block, rest = pem.Decode(rest)
@@ -51,18 +59,17 @@ func SignPEM(profile, certPEM, keyPEM []byte) ([]byte, error) {
 		}
 		c, err := x509.ParseCertificate(block.Bytes)
 		if err != nil {
-			return nil, fmt.Errorf("profile: parsing signing certificate: %w", err)
+			return nil, nil, fmt.Errorf("profile: parsing signing certificate: %w", err)
 		}
 		certs = append(certs, c)
 	}
 	if len(certs) == 0 {
-		return nil, errors.New("profile: no CERTIFICATE block in the signing certificate PEM")
+		return nil, nil, errors.New("profile: no CERTIFICATE block in the signing certificate PEM")
 	}
-	key, err := parseKey(keyPEM)
-	if err != nil {
-		return nil, err
+	if key, err = parseKey(keyPEM); err != nil {
+		return nil, nil, err
 	}
-	return Sign(profile, certs[0], key, certs[1:]...)
+	return certs, key, nil
 }
 
 // parseKey reads the first private key block of keyPEM.

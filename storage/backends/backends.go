@@ -23,6 +23,7 @@ type Option func(*config)
 
 type config struct {
 	logger *slog.Logger
+	sealer storage.KeySealer
 }
 
 // WithLogger sets the logger of the backends that log (mysql and pgsql:
@@ -30,6 +31,11 @@ type config struct {
 // write takes the process's log format (-log-format). Without it they log
 // to slog.Default().
 func WithLogger(logger *slog.Logger) Option { return func(c *config) { c.logger = logger } }
+
+// WithKeySealer sets the KeySealer every backend seals the private keys
+// it stores with (-storage-key); without it keys are stored as given and
+// sealed keys do not open (keyseal.None).
+func WithKeySealer(s storage.KeySealer) Option { return func(c *config) { c.sealer = s } }
 
 // Open opens backend name with dsn and comma-separated key=value options.
 // The returned close function (nil when there is nothing to release) must
@@ -51,25 +57,25 @@ func Open(name, dsn, options string, with ...Option) (storage.Store, func() erro
 		if dsn == "" {
 			dsn = "db"
 		}
-		s, err := file.New(dsn)
+		s, err := file.New(dsn, file.WithKeySealer(c.sealer))
 		if err != nil {
 			return nil, nil, fmt.Errorf("opening file storage %s: %w", dsn, err)
 		}
 		return s, s.Close, nil
 	case "mysql":
-		s, err := mysql.Open(dsn, opts, mysql.WithLogger(c.logger))
+		s, err := mysql.Open(dsn, opts, mysql.WithLogger(c.logger), mysql.WithKeySealer(c.sealer))
 		if err != nil {
 			return nil, nil, fmt.Errorf("opening mysql storage: %w", err)
 		}
 		return s, s.Close, nil
 	case "pgsql":
-		s, err := pgsql.Open(dsn, opts, pgsql.WithLogger(c.logger))
+		s, err := pgsql.Open(dsn, opts, pgsql.WithLogger(c.logger), pgsql.WithKeySealer(c.sealer))
 		if err != nil {
 			return nil, nil, fmt.Errorf("opening pgsql storage: %w", err)
 		}
 		return s, s.Close, nil
 	case "inmem":
-		return inmem.New(), nil, nil
+		return inmem.New(inmem.WithKeySealer(c.sealer)), nil, nil
 	}
 	return nil, nil, fmt.Errorf("unknown storage %q (want one of %s)", name, strings.Join(Names, ", "))
 }

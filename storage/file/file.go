@@ -15,8 +15,9 @@
 //	    results/NAME             the channel's answer to one command
 //	certauth/hashes/HASH/NAME    identity-certificate hash → enrollment association
 //	certauth/ids/NAME/HASH       the same association, indexed by enrollment
-//	pushcerts/NAME.json          a topic's push certificate and key
+//	pushcerts/NAME.json          a topic's push certificate and (sealed) key
 //	outbox/, leases/, enrollments/NAME/push.json: see outbox.go
+//	scep/: see scep.go
 //
 // NAME is fileName of an enrollment ID, CommandUUID or topic: IDs may hold
 // any character and never escape the directory.
@@ -57,6 +58,7 @@ import (
 
 	"github.com/picomdm/picomdm/mdm"
 	"github.com/picomdm/picomdm/storage"
+	"github.com/picomdm/picomdm/storage/keyseal"
 )
 
 // ErrLocked is wrapped by New when another Store (in this process or
@@ -71,6 +73,14 @@ type Option func(*Store)
 // For tests and throw-away development servers only.
 func WithNoSync() Option { return func(s *Store) { s.sync = false } }
 
+// WithKeySealer has the store seal the private keys it writes (push
+// certificates' and the SCEP CA's) with sealer, and open them with it
+// (-storage-key). Without it (or with nil) keys are stored as they are,
+// and sealed ones do not open (keyseal.None).
+func WithKeySealer(sealer storage.KeySealer) Option {
+	return func(s *Store) { s.sealer = keyseal.Or(sealer) }
+}
+
 // stripes is the number of per-device locks; see Store.stripes.
 const stripes = 64
 
@@ -80,6 +90,8 @@ type Store struct {
 	dir, tmpDir string
 	sync        bool
 	lock        *os.File
+	// sealer seals and opens the private keys stored (never nil).
+	sealer storage.KeySealer
 	// group, on Linux, batches the directory syncs of concurrent writers
 	// into one syncfs (see groupSyncer); nil means one fsync per
 	// directory.
@@ -124,6 +136,13 @@ type Store struct {
 	// taken before mu, never after.
 	pushMu      sync.Mutex
 	pushRecords map[string]storage.PushRecord
+
+	// pushCertMu serialises the writers of pushcerts/ (StorePushCert and
+	// SealPrivateKeys), held across their file I/O.
+	pushCertMu sync.Mutex
+
+	// scep is the SCEP CA's state, with locks of its own (see scep.go).
+	scep scepState
 
 	// The outbox and the leases (see outbox.go), with locks of their own.
 	*outbox
@@ -237,6 +256,7 @@ func New(dir string, opts ...Option) (*Store, error) {
 		dir:           dir,
 		tmpDir:        filepath.Join(dir, "tmp"),
 		sync:          true,
+		sealer:        keyseal.None,
 		enrollments:   make(map[string]*enrollState),
 		children:      make(map[string]map[string]struct{}),
 		pending:       make(map[string][]*pendingCommand),
@@ -306,7 +326,7 @@ func (s *Store) open() error {
 	if err := os.RemoveAll(s.tmpDir); err != nil {
 		return fmt.Errorf("emptying tmp: %w", err)
 	}
-	for _, sub := range []string{"tmp", "commands", "queued", "enrollments", "certauth/hashes", "certauth/ids", "pushcerts", "outbox", "leases"} {
+	for _, sub := range []string{"tmp", "commands", "queued", "enrollments", "certauth/hashes", "certauth/ids", "pushcerts", "outbox", "leases", "scep/challenges", "scep/certs"} {
 		if err := os.MkdirAll(filepath.Join(s.dir, sub), 0o700); err != nil {
 			return fmt.Errorf("creating %s: %w", sub, err)
 		}
@@ -314,13 +334,16 @@ func (s *Store) open() error {
 	if err := s.syncDir(s.dir); err != nil {
 		return err
 	}
-	if err := s.syncDir(filepath.Join(s.dir, "certauth")); err != nil {
+	if err := s.syncDir(filepath.Join(s.dir, "certauth"), filepath.Join(s.dir, "scep")); err != nil {
 		return err
 	}
 	if err := s.loadEnrollments(); err != nil {
 		return err
 	}
 	if err := s.loadOutbox(); err != nil {
+		return err
+	}
+	if err := s.loadSCEP(); err != nil {
 		return err
 	}
 	return s.loadQueued()

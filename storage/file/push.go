@@ -36,7 +36,7 @@ func (s *Store) RetrievePushInfo(_ context.Context, ids []string) (map[string]*m
 type pushCertRecord struct {
 	Topic      string    `json:"topic"`
 	Cert       []byte    `json:"cert_pem"`
-	Key        []byte    `json:"key_pem"`
+	Key        []byte    `json:"key_pem"` // sealed with storage.PushKeyNamePrefix+Topic
 	StaleToken string    `json:"stale_token"`
 	NotAfter   time.Time `json:"not_after"`
 	StoredAt   time.Time `json:"stored_at"`
@@ -47,22 +47,29 @@ func (s *Store) pushCertPath(topic string) string {
 }
 
 // StorePushCert implements storage.PushCertStore. The stale token is
-// derived from the certificate and key, so storing the same pair again
-// does not make every cached copy reload, and a new pair always changes it.
+// derived from the certificate and plaintext key, so storing the same pair
+// again does not make every cached copy reload, a new pair always changes
+// it, and sealing the key does not. The key is written sealed.
 func (s *Store) StorePushCert(_ context.Context, pemCert, pemKey []byte) error {
 	pc, err := storage.ParsePushCert(pemCert, pemKey)
 	if err != nil {
 		return fmt.Errorf("storing push cert: %w", err)
 	}
 	topic := pc.Topic
+	sealed, err := s.sealer.Seal(storage.PushKeyNamePrefix+topic, pemKey)
+	if err != nil {
+		return fmt.Errorf("storing push cert for %q: sealing key: %w", topic, err)
+	}
 	rec := &pushCertRecord{
 		Topic:      topic,
 		Cert:       pemCert,
-		Key:        pemKey,
+		Key:        sealed,
 		StaleToken: pc.StaleToken,
 		NotAfter:   pc.NotAfter,
 		StoredAt:   time.Now(),
 	}
+	s.pushCertMu.Lock()
+	defer s.pushCertMu.Unlock()
 	if err := s.writeJSON(s.pushCertPath(topic), rec); err != nil {
 		return fmt.Errorf("storing push cert for %q: %w", topic, err)
 	}
@@ -87,7 +94,11 @@ func (s *Store) RetrievePushCert(_ context.Context, topic string) (*tls.Certific
 	if err != nil {
 		return nil, "", err
 	}
-	cert, err := tls.X509KeyPair(rec.Cert, rec.Key)
+	key, err := s.sealer.Open(storage.PushKeyNamePrefix+topic, rec.Key)
+	if err != nil {
+		return nil, "", fmt.Errorf("push cert for topic %q: opening key: %w", topic, err)
+	}
+	cert, err := tls.X509KeyPair(rec.Cert, key)
 	if err != nil {
 		return nil, "", fmt.Errorf("push cert for topic %q: %w", topic, err)
 	}
@@ -129,5 +140,41 @@ func (s *Store) RetrievePushCertInfos(_ context.Context) ([]storage.PushCertInfo
 		}
 	}
 	slices.SortFunc(out, func(a, b storage.PushCertInfo) int { return strings.Compare(a.Topic, b.Topic) })
+	return out, nil
+}
+
+// pushKeyRewrites is SealPrivateKeys' part for push certificates: it
+// opens every stored key and returns the records of those in plaintext
+// with their keys sealed. Callers hold pushCertMu until they are written,
+// so a concurrent StorePushCert is not overwritten with the old pair.
+func (s *Store) pushKeyRewrites() ([]keyRewrite, error) {
+	dir := filepath.Join(s.dir, "pushcerts")
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("listing push certs: %w", err)
+	}
+	var out []keyRewrite
+	for _, e := range entries {
+		if e.IsDir() || !strings.HasSuffix(e.Name(), ".json") {
+			continue
+		}
+		path := filepath.Join(dir, e.Name())
+		rec := new(pushCertRecord)
+		ok, err := readJSON(path, rec)
+		if err != nil {
+			return nil, fmt.Errorf("push cert: %w", err)
+		}
+		if !ok {
+			continue
+		}
+		sealed, changed, err := s.reseal(storage.PushKeyNamePrefix+rec.Topic, rec.Key)
+		if err != nil {
+			return nil, fmt.Errorf("push cert for topic %q: %w", rec.Topic, err)
+		}
+		if changed {
+			rec.Key = sealed
+			out = append(out, keyRewrite{path: path, rec: rec})
+		}
+	}
 	return out, nil
 }

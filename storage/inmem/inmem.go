@@ -18,6 +18,7 @@ import (
 	"github.com/picomdm/picomdm/mdm"
 	"github.com/picomdm/picomdm/storage"
 	"github.com/picomdm/picomdm/storage/internal/outboxmem"
+	"github.com/picomdm/picomdm/storage/keyseal"
 )
 
 // device is what Authenticate (and the bootstrap token) store for a device
@@ -79,7 +80,8 @@ type command struct {
 	enqueuedAt  time.Time
 }
 
-// pushCert is a topic's APNs certificate.
+// pushCert is a topic's APNs certificate; keyPEM is sealed with the
+// Store's KeySealer under storage.PushKeyNamePrefix+topic.
 type pushCert struct {
 	certPEM, keyPEM []byte
 	staleToken      string
@@ -103,6 +105,10 @@ type Store struct {
 	idToHashes map[string]map[string]*storage.CertHashInfo
 	// pushRecords is the re-push sweep's record of each enrollment.
 	pushRecords map[string]storage.PushRecord
+	// scep is the SCEP CA's state (scep.go).
+	scep scepState
+	// sealer seals the private keys of pushCerts and of the SCEP CA.
+	sealer storage.KeySealer
 
 	*outbox
 	*leases
@@ -113,9 +119,19 @@ var (
 	_ storage.CommandReportAndNexter = (*Store)(nil)
 )
 
+// Option configures a Store.
+type Option func(*Store)
+
+// WithKeySealer seals the private keys the store keeps (push
+// certificates' and the SCEP CA's) with sealer (-storage-key); nil, the
+// default, is keyseal.None: kept as given.
+func WithKeySealer(sealer storage.KeySealer) Option {
+	return func(s *Store) { s.sealer = keyseal.Or(sealer) }
+}
+
 // New returns an empty in-memory store.
-func New() *Store {
-	return &Store{
+func New(opts ...Option) *Store {
+	s := &Store{
 		devices:     make(map[string]*device),
 		enrollments: make(map[string]*enrollment),
 		children:    make(map[string]map[string]struct{}),
@@ -125,9 +141,15 @@ func New() *Store {
 		hashToIDs:   make(map[string]map[string]struct{}),
 		idToHashes:  make(map[string]map[string]*storage.CertHashInfo),
 		pushRecords: make(map[string]storage.PushRecord),
+		scep:        newSCEPState(),
+		sealer:      keyseal.None,
 		outbox:      outboxmem.New(nil),
 		leases:      outboxmem.NewLeases(nil),
 	}
+	for _, opt := range opts {
+		opt(s)
+	}
+	return s
 }
 
 // channelIDs returns id and, for a device channel, its user channels:
@@ -425,11 +447,15 @@ func (s *Store) StorePushCert(_ context.Context, pemCert, pemKey []byte) error {
 		return fmt.Errorf("storing push cert: %w", err)
 	}
 	topic := pc.Topic
+	sealed, err := s.sealer.Seal(storage.PushKeyNamePrefix+topic, pemKey)
+	if err != nil {
+		return fmt.Errorf("storing push cert: %w", err)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.pushCerts[topic] = &pushCert{
 		certPEM:    bytes.Clone(pemCert),
-		keyPEM:     bytes.Clone(pemKey),
+		keyPEM:     bytes.Clone(sealed),
 		staleToken: pc.StaleToken,
 		notAfter:   pc.NotAfter,
 	}
@@ -444,7 +470,11 @@ func (s *Store) RetrievePushCert(_ context.Context, topic string) (*tls.Certific
 	if pc == nil {
 		return nil, "", fmt.Errorf("push cert for topic %q: %w", topic, storage.ErrNotFound)
 	}
-	cert, err := tls.X509KeyPair(pc.certPEM, pc.keyPEM)
+	key, err := s.sealer.Open(storage.PushKeyNamePrefix+topic, pc.keyPEM)
+	if err != nil {
+		return nil, "", fmt.Errorf("push cert for topic %q: %w", topic, err)
+	}
+	cert, err := tls.X509KeyPair(pc.certPEM, key)
 	if err != nil {
 		return nil, "", fmt.Errorf("push cert for topic %q: %w", topic, err)
 	}

@@ -1,9 +1,13 @@
 package inmem
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"testing"
 
+	"github.com/picomdm/picomdm/storage"
+	"github.com/picomdm/picomdm/storage/keyseal"
 	"github.com/picomdm/picomdm/storage/storagetest"
 )
 
@@ -13,6 +17,48 @@ func TestConformance(t *testing.T) {
 	// Twice against the same store: the suite must not depend on a fresh
 	// one, as it will not get one from a shared database.
 	storagetest.Run(t, store)
+}
+
+func TestKeySealing(t *testing.T) {
+	store := New()
+	storagetest.RunKeySealing(t,
+		func(t *testing.T, sealer storage.KeySealer) storage.Store { return store.reopen(sealer) },
+		func(t *testing.T) [][]byte { return store.rawKeys() })
+}
+
+// TestWithKeySealer: the option is what New stores with, and nil is
+// keyseal.None.
+func TestWithKeySealer(t *testing.T) {
+	ctx := context.Background()
+	sealer, err := keyseal.New(storagetest.RandomBytes(keyseal.KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, keyPEM := storagetest.NewSCEPCA()
+	for _, tc := range []struct {
+		name   string
+		opts   []Option
+		sealed bool
+	}{
+		{"default", nil, false},
+		{"nil", []Option{WithKeySealer(nil)}, false},
+		{"key", []Option{WithKeySealer(sealer)}, true},
+	} {
+		s := New(tc.opts...)
+		if err := s.StoreSCEPCA(ctx, certPEM, keyPEM, false); err != nil {
+			t.Fatalf("%s: StoreSCEPCA: %v", tc.name, err)
+		}
+		raw := s.rawKeys()
+		if len(raw) != 1 {
+			t.Fatalf("%s: %d keys stored, want 1", tc.name, len(raw))
+		}
+		if keyseal.IsSealed(raw[0]) != tc.sealed {
+			t.Errorf("%s: stored CA key sealed = %v, want %v", tc.name, keyseal.IsSealed(raw[0]), tc.sealed)
+		}
+		if _, key, err := s.RetrieveSCEPCA(ctx); err != nil || !bytes.Equal(key, keyPEM) {
+			t.Errorf("%s: RetrieveSCEPCA: key differs, %v", tc.name, err)
+		}
+	}
 }
 
 func BenchmarkNextCommand(b *testing.B) {

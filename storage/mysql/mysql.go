@@ -33,6 +33,7 @@ import (
 	pmlog "github.com/picomdm/picomdm/log"
 	"github.com/picomdm/picomdm/storage"
 	"github.com/picomdm/picomdm/storage/internal/sqlstore"
+	"github.com/picomdm/picomdm/storage/keyseal"
 )
 
 //go:embed schema/*.sql
@@ -71,6 +72,9 @@ type Store struct {
 	opts   sqlstore.Options
 	dbName string
 	logger *slog.Logger
+	// sealer seals the private keys stored (push certificates', the SCEP
+	// CA's) and opens them again; keyseal.None without a storage key.
+	sealer storage.KeySealer
 	// seen throttles last_seen_at writes per enrollment.
 	seen *sqlstore.Throttle
 	// multiStatements: connections take multi-statement requests, with
@@ -96,6 +100,7 @@ type Option func(*config)
 type config struct {
 	logger         *slog.Logger
 	migrateTimeout time.Duration
+	sealer         storage.KeySealer
 }
 
 // WithLogger sets the logger the store reports to (migrations, the
@@ -109,6 +114,12 @@ func WithLogger(logger *slog.Logger) Option { return func(c *config) { c.logger 
 // sqlstore.DefaultMigrateTimeout; past it Open fails with an error wrapping
 // context.DeadlineExceeded. 0 or less keeps the default.
 func WithMigrateTimeout(d time.Duration) Option { return func(c *config) { c.migrateTimeout = d } }
+
+// WithKeySealer sets the KeySealer (-storage-key) that seals the private
+// keys the store writes (push certificates', the SCEP CA's) and opens
+// those it reads; nil means keyseal.None: keys are stored as given, and a
+// sealed one does not open.
+func WithKeySealer(s storage.KeySealer) Option { return func(c *config) { c.sealer = s } }
 
 // driverLogger hands the MySQL driver's messages (dropped connections,
 // malformed packets) to the store's logger: the driver's default prints
@@ -193,6 +204,7 @@ func Open(dsn string, options map[string]string, with ...Option) (*Store, error)
 		opts:            opts,
 		dbName:          cfg.DBName,
 		logger:          logger,
+		sealer:          keyseal.Or(c.sealer),
 		seen:            sqlstore.NewThrottle(lastSeenInterval),
 		multiStatements: cfg.InterpolateParams && cfg.MultiStatements,
 	}

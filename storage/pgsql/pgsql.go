@@ -31,6 +31,7 @@ import (
 	pmlog "github.com/picomdm/picomdm/log"
 	"github.com/picomdm/picomdm/storage"
 	"github.com/picomdm/picomdm/storage/internal/sqlstore"
+	"github.com/picomdm/picomdm/storage/keyseal"
 )
 
 //go:embed schema/*.sql
@@ -63,6 +64,9 @@ type Store struct {
 	opts   sqlstore.Options
 	stmts  stmtCache
 	logger *slog.Logger // Purge reports here
+	// sealer seals the private keys written (push certificates', the
+	// SCEP CA's) and opens those read: keyseal.None without a storage key.
+	sealer storage.KeySealer
 
 	// seen throttles last_seen_at writes per enrollment (seenInterval).
 	seen *sqlstore.Throttle
@@ -82,6 +86,7 @@ type Option func(*config)
 type config struct {
 	logger         *slog.Logger
 	migrateTimeout time.Duration
+	sealer         storage.KeySealer
 }
 
 // WithLogger sets the logger the store reports to (migrations, the
@@ -94,6 +99,12 @@ func WithLogger(logger *slog.Logger) Option { return func(c *config) { c.logger 
 // sqlstore.DefaultMigrateTimeout; past it Open fails with an error wrapping
 // context.DeadlineExceeded. 0 or less keeps the default.
 func WithMigrateTimeout(d time.Duration) Option { return func(c *config) { c.migrateTimeout = d } }
+
+// WithKeySealer sets the KeySealer that seals the private keys the store
+// writes (push certificates' and the SCEP CA's) and opens those it reads
+// (-storage-key); nil means keyseal.None: keys are stored as they are, and
+// sealed ones are refused.
+func WithKeySealer(s storage.KeySealer) Option { return func(c *config) { c.sealer = s } }
 
 // Open connects to the PostgreSQL database named by dsn (a lib/pq DSN:
 // "postgres://user@host/db?sslmode=disable" or "host=… dbname=…"),
@@ -157,7 +168,7 @@ func Open(dsn string, options map[string]string, with ...Option) (*Store, error)
 		}
 	}
 	warnIfNoAutovacuum(db, logger)
-	s := &Store{db: db, opts: opts, stmts: stmtCache{db: db}, logger: logger, seen: sqlstore.NewThrottle(seenInterval)}
+	s := &Store{db: db, opts: opts, stmts: stmtCache{db: db}, logger: logger, sealer: keyseal.Or(c.sealer), seen: sqlstore.NewThrottle(seenInterval)}
 	return s, nil
 }
 

@@ -25,15 +25,21 @@ ON CONFLICT (topic) DO UPDATE SET
 
 // StorePushCert implements storage.PushCertStore. The pair must match and
 // the certificate must carry a topic; the stale token is derived from the
-// certificate and key, so storing the same pair again does not make every
-// replica reload it, and a new pair always changes it.
+// plaintext certificate and key, so storing the same pair again does not
+// make every replica reload it, a new pair always changes it, and sealing
+// the key (a fresh nonce each time) does not. The key is stored sealed by
+// the store's KeySealer, bound to the topic's row.
 func (s *Store) StorePushCert(ctx context.Context, pemCert, pemKey []byte) error {
 	pc, err := storage.ParsePushCert(pemCert, pemKey)
 	if err != nil {
 		return fmt.Errorf("storing push cert: %w", err)
 	}
 	topic := pc.Topic
-	err = s.exec(ctx, storePushCertSQL, topic, pemCert, pemKey, pc.StaleToken, pc.NotAfter)
+	sealed, err := s.sealer.Seal(storage.PushKeyNamePrefix+topic, pemKey)
+	if err != nil {
+		return fmt.Errorf("storing push cert for topic %q: sealing its key: %w", topic, err)
+	}
+	err = s.exec(ctx, storePushCertSQL, topic, pemCert, sealed, pc.StaleToken, pc.NotAfter)
 	if err != nil {
 		return fmt.Errorf("storing push cert for topic %q: %w", topic, err)
 	}
@@ -46,7 +52,9 @@ const (
 	staleTokenSQL       = `SELECT stale_token FROM push_certs WHERE topic = $1`
 )
 
-// RetrievePushCert implements storage.PushCertStore.
+// RetrievePushCert implements storage.PushCertStore. A key that does not
+// open with the store's KeySealer is an error (wrapping keyseal.ErrNoKey or
+// keyseal.ErrWrongKey), never a certificate.
 func (s *Store) RetrievePushCert(ctx context.Context, topic string) (*tls.Certificate, string, error) {
 	var certPEM, keyPEM []byte
 	var staleToken string
@@ -56,6 +64,10 @@ func (s *Store) RetrievePushCert(ctx context.Context, topic string) (*tls.Certif
 	}
 	if err != nil {
 		return nil, "", fmt.Errorf("push cert for topic %q: %w", topic, err)
+	}
+	keyPEM, err = s.sealer.Open(storage.PushKeyNamePrefix+topic, keyPEM)
+	if err != nil {
+		return nil, "", fmt.Errorf("push cert for topic %q: opening its key: %w", topic, err)
 	}
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {

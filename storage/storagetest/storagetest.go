@@ -67,6 +67,7 @@ func Run(t *testing.T, store storage.Store, opts ...Option) {
 	t.Run("Outbox", func(t *testing.T) { RunOutbox(t, store) })
 	t.Run("Lease", func(t *testing.T) { RunLease(t, store) })
 	t.Run("Repush", func(t *testing.T) { RunRepush(t, store) })
+	t.Run("SCEP", func(t *testing.T) { RunSCEP(t, store) })
 	if !cfg.noResults {
 		t.Run("Inspection", func(t *testing.T) { RunInspection(t, store) })
 	}

@@ -48,6 +48,26 @@ func NewFleet(ca *CA, serverURL string, n int, opts ...Option) (*Fleet, error) {
 	return f, nil
 }
 
+// NewFleetFromProfile returns a fleet of n devices each made with
+// NewFromProfile(ctx, profileURL, opts...): each downloads the profile
+// itself (so each gets its own one-time challenge when the server mints
+// them) and gets its identity by SCEP.
+func NewFleetFromProfile(ctx context.Context, profileURL string, n int, opts ...Option) (*Fleet, error) {
+	if n < 1 {
+		return nil, fmt.Errorf("device: fleet of %d devices", n)
+	}
+	f := &Fleet{Devices: make([]*Device, n)}
+	err := ForEach(ctx, n, runtime.GOMAXPROCS(0), func(ctx context.Context, i int) error {
+		d, _, err := NewFromProfile(ctx, profileURL, opts...)
+		f.Devices[i] = d
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
 // Enroll enrolls every device (Authenticate and TokenUpdate), stopping at
 // the first failure.
 func (f *Fleet) Enroll(ctx context.Context) error {

@@ -28,6 +28,7 @@ import (
 	"github.com/picomdm/picomdm/http/api"
 	"github.com/picomdm/picomdm/http/auth"
 	"github.com/picomdm/picomdm/http/authproxy"
+	httpenroll "github.com/picomdm/picomdm/http/enroll"
 	"github.com/picomdm/picomdm/http/health"
 	httpmdm "github.com/picomdm/picomdm/http/mdm"
 	"github.com/picomdm/picomdm/http/observe"
@@ -36,6 +37,7 @@ import (
 	"github.com/picomdm/picomdm/metrics"
 	"github.com/picomdm/picomdm/push"
 	"github.com/picomdm/picomdm/push/apns"
+	"github.com/picomdm/picomdm/push/certwatch"
 	"github.com/picomdm/picomdm/push/repush"
 	"github.com/picomdm/picomdm/service"
 	"github.com/picomdm/picomdm/service/certauth"
@@ -45,6 +47,7 @@ import (
 	"github.com/picomdm/picomdm/service/gettoken"
 	"github.com/picomdm/picomdm/service/multi"
 	"github.com/picomdm/picomdm/service/runner"
+	"github.com/picomdm/picomdm/service/scepca"
 	"github.com/picomdm/picomdm/service/webhook"
 	"github.com/picomdm/picomdm/storage"
 	"github.com/picomdm/picomdm/storage/backends"
@@ -182,14 +185,25 @@ func New(args []string, getenv func(string) string, stdout, stderr io.Writer) (*
 // through a tee, the first answering.
 func (a *App) openStores() (storage.Store, error) {
 	cfg := a.Config
+	sealer, err := a.keySealer()
+	if err != nil {
+		return nil, err
+	}
+	openOpts := []backends.Option{backends.WithLogger(a.Logger)}
+	if sealer != nil {
+		openOpts = append(openOpts, backends.WithKeySealer(sealer))
+	}
 	var stores []storage.Store
 	for i, name := range cfg.Storage {
-		store, closer, err := backends.Open(name, cfg.StorageDSN[i], cfg.StorageOptions[i], backends.WithLogger(a.Logger))
+		store, closer, err := backends.Open(name, cfg.StorageDSN[i], cfg.StorageOptions[i], openOpts...)
 		if err != nil {
 			return nil, err
 		}
 		if closer != nil {
 			a.closers = append(a.closers, closer)
+		}
+		if err := a.sealKeys(name, store); err != nil {
+			return nil, err
 		}
 		// The retention purge runs on the runner, one replica at a time.
 		if p, ok := store.(storage.Purger); ok {
@@ -239,6 +253,12 @@ func (a *App) wire(stdout io.Writer) error {
 		cfg.CA = dev.CACert
 		if cfg.APIKey == "" {
 			cfg.APIKey = dev.APIKey
+		}
+		// The built-in CA too, with a profile at /mdm/enroll over plain
+		// HTTP on this machine.
+		cfg.SCEP = true
+		if cfg.PublicURL == "" {
+			cfg.PublicURL = devPublicURL(cfg.Listen)
 		}
 		a.Logger.Warn("DEVELOPMENT MODE: throw-away device CA and API key — NOT FOR PRODUCTION",
 			"ca_cert", dev.CACert, "ca_key", dev.CAKey, "api_key_file", dev.APIKeyFile)
@@ -332,13 +352,34 @@ func (a *App) wire(stdout io.Writer) error {
 	}
 
 	mux := http.NewServeMux()
-	if !cfg.DisableMDM {
-		if cfg.CA == "" {
-			return errors.New("-ca is required (or -dev for a throw-away development CA, or -disable-mdm)")
+	register := func(pattern string, h http.Handler) { a.handle(mux, pattern, h) }
+	// Every flag is checked before the CA is created or imported, so a
+	// start refused for a bad flag stores nothing.
+	if err := checkSCEPFlags(cfg); err != nil {
+		return err
+	}
+	builder, err := a.profileBuilder(store)
+	if err != nil {
+		return err
+	}
+	var builtinCA *scepca.CA
+	if cfg.SCEP {
+		if builtinCA, err = a.loadSCEPCA(store); err != nil {
+			return err
 		}
-		caPEM, err := os.ReadFile(cfg.CA)
+	}
+	if !cfg.DisableMDM {
+		if cfg.CA == "" && builtinCA == nil {
+			return errors.New("-ca is required (or -scep for the built-in SCEP CA, -dev for a throw-away development setup, or -disable-mdm)")
+		}
+		caPEM, err := caPEMs(builtinCA, cfg.CA)
 		if err != nil {
-			return fmt.Errorf("reading -ca: %w", err)
+			return err
+		}
+		if builtinCA != nil {
+			if err := a.wireSCEP(register, builtinCA, store); err != nil {
+				return err
+			}
 		}
 		var intPEM []byte
 		if cfg.Intermediate != "" {
@@ -354,12 +395,16 @@ func (a *App) wire(stdout io.Writer) error {
 		if cfg.CertHeader != "" {
 			opts = append(opts, httpmdm.WithCertHeader(cfg.CertHeader))
 		}
-		if cfg.EnrollProfile != "" {
+		switch {
+		case cfg.EnrollProfile != "":
 			h, err := enrollProfileHandler(cfg)
 			if err != nil {
 				return err
 			}
 			a.handle(mux, "/mdm/enroll", h)
+		case builder != nil:
+			limiter := httpenroll.NewLimiter(cfg.EnrollRate, cfg.EnrollBurst, nil)
+			a.handle(mux, "/mdm/enroll", httpenroll.Handler(builder, limiter, a.Logger))
 		}
 		if cfg.AuthProxyURL != "" {
 			target, err := url.Parse(cfg.AuthProxyURL)
@@ -439,6 +484,10 @@ func (a *App) wire(stdout io.Writer) error {
 		maps.Copy(routes, api.CommandRoutes(store, pusher, a.Logger, api.WithMaxIDs(cfg.MaxIDs)))
 		// The webhook outbox: list, redeliver and drop set-aside events.
 		maps.Copy(routes, api.WebhookEventRoutes(store, a.Logger))
+		// The built-in CA's challenges and certificates, and profiles.
+		if cfg.SCEP {
+			maps.Copy(routes, enrollmentRoutes(store, builder, a))
+		}
 		for _, pattern := range slices.Sorted(maps.Keys(routes)) {
 			a.handle(mux, pattern, authed(routes[pattern]))
 		}
@@ -462,8 +511,12 @@ func (a *App) wire(stdout io.Writer) error {
 	}
 	a.handle(mux, "/version", api.VersionHandler(Version))
 	a.handle(mux, "/healthz", health.Live())
+	// Push certificate expiry: logged 30, 7 and 1 days ahead (one
+	// replica at a time) and shown on /readyz.
+	certWatcher := certwatch.New(store, certwatch.WithLogger(a.Logger))
+	a.jobs = append(a.jobs, backgroundJob{name: "pushcert-expiry", interval: cfg.PushCertWarn, run: certWatcher.Run})
 	a.handle(mux, "/readyz", health.Ready(health.StorePinger(store),
-		health.WithLogger(a.Logger), health.WithDraining(a.draining.Load)))
+		health.WithLogger(a.Logger), health.WithDraining(a.draining.Load), health.WithWarnings(certWatcher.Messages)))
 	a.handler = observe.Trace(mux, a.Logger)
 	// Last, once every job (the re-push sweep's too) is in a.jobs.
 	a.startJobs()
@@ -506,19 +559,12 @@ func enrollProfileHandler(cfg *Config) (http.Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading -enroll-profile: %w", err)
 	}
-	if (cfg.EnrollSignCert == "") != (cfg.EnrollSignKey == "") {
-		return nil, errors.New("-enroll-sign-cert and -enroll-sign-key go together")
+	signer, err := readProfileSigner(cfg)
+	if err != nil {
+		return nil, err
 	}
-	if cfg.EnrollSignCert != "" {
-		certPEM, err := os.ReadFile(cfg.EnrollSignCert)
-		if err != nil {
-			return nil, fmt.Errorf("reading -enroll-sign-cert: %w", err)
-		}
-		keyPEM, err := os.ReadFile(cfg.EnrollSignKey)
-		if err != nil {
-			return nil, fmt.Errorf("reading -enroll-sign-key: %w", err)
-		}
-		if b, err = profile.SignPEM(b, certPEM, keyPEM); err != nil {
+	if signer != nil {
+		if b, err = profile.Sign(b, signer.certs[0], signer.key, signer.certs[1:]...); err != nil {
 			return nil, fmt.Errorf("signing enrollment profile: %w", err)
 		}
 	}

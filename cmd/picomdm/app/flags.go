@@ -4,8 +4,11 @@ import (
 	"flag"
 	"fmt"
 	"github.com/picomdm/picomdm/http/api"
+	"github.com/picomdm/picomdm/mdm/profile"
 	"github.com/picomdm/picomdm/push/apns"
+	"github.com/picomdm/picomdm/push/certwatch"
 	"github.com/picomdm/picomdm/push/repush"
+	"github.com/picomdm/picomdm/service/scepca"
 	"github.com/picomdm/picomdm/service/webhook"
 	"io"
 	"strings"
@@ -71,6 +74,26 @@ type Config struct {
 	WebhookWorkers         int
 	WebhookOutboxMaxEvents int
 	WebhookFailedRetention time.Duration
+
+	// The built-in SCEP CA and the generated enrollment profile.
+	SCEP               bool
+	SCEPChallenge      string
+	SCEPCA             string
+	SCEPCAKey          string
+	SCEPValidityDays   int
+	SCEPKeySize        int
+	SCEPSubject        string
+	PublicURL          string
+	EnrollTopic        string
+	EnrollOneTime      bool
+	EnrollChallengeTTL time.Duration
+	EnrollRate         float64
+	EnrollBurst        int
+	// StorageKey and StorageKeyFile give the key private keys are sealed
+	// with at rest.
+	StorageKey     string
+	StorageKeyFile string
+	PushCertWarn   time.Duration
 }
 
 // EnvPrefix and LegacyEnvPrefix name the environment variables every flag
@@ -135,6 +158,22 @@ func newFlagSet(cfg *Config, output io.Writer) *flag.FlagSet {
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", 120*time.Second, "HTTP server idle (keep-alive) timeout")
 	fs.DurationVar(&cfg.ShutdownWait, "shutdown-timeout", 30*time.Second, "how long to wait for in-flight requests on SIGTERM")
 	fs.BoolVar(&cfg.Pprof, "pprof", false, "also serve Go's profiler (/debug/pprof/) on -metrics-listen")
+	fs.BoolVar(&cfg.SCEP, "scep", false, "serve the built-in SCEP CA at /scep (its CA lives in storage; created at first start unless -scep-ca) and trust it for device identity")
+	fs.StringVar(&cfg.SCEPChallenge, "scep-challenge", "", "static SCEP challenge every device may use (set it from PICOMDM_SCEP_CHALLENGE); empty: one-time challenges only")
+	fs.StringVar(&cfg.SCEPCA, "scep-ca", "", "PEM file of a CA certificate to import as the built-in SCEP CA (with -scep-ca-key); replaces the stored one")
+	fs.StringVar(&cfg.SCEPCAKey, "scep-ca-key", "", "PEM file of the RSA key of -scep-ca")
+	fs.IntVar(&cfg.SCEPValidityDays, "scep-validity-days", scepca.DefaultValidityDays, "days the device identity certificates the SCEP CA issues are valid")
+	fs.IntVar(&cfg.SCEPKeySize, "scep-key-size", 2048, "RSA key size the enrollment profile asks devices to generate: 2048 or 4096 (the SCEP CA refuses smaller keys)")
+	fs.StringVar(&cfg.SCEPSubject, "scep-subject", profile.DefaultSCEPSubject, "certificate subject the enrollment profile asks for, as /O=…/CN=…")
+	fs.StringVar(&cfg.PublicURL, "public-url", "", "URL devices reach this server at (https://mdm.example.com): serves the generated enrollment profile at /mdm/enroll (needs -scep)")
+	fs.StringVar(&cfg.EnrollTopic, "enroll-topic", "", "push topic of the generated profile (default: the one stored push certificate's; needed when several are stored)")
+	fs.BoolVar(&cfg.EnrollOneTime, "enroll-one-time", false, "every profile download carries a fresh one-time SCEP challenge, even when -scep-challenge is set")
+	fs.DurationVar(&cfg.EnrollChallengeTTL, "enroll-challenge-ttl", time.Hour, "validity of the one-time challenge a downloaded profile carries")
+	fs.Float64Var(&cfg.EnrollRate, "enroll-rate", 5, "generated profile downloads (/mdm/enroll) a second per replica, past a burst of -enroll-burst; more get 429 (0: no limit)")
+	fs.IntVar(&cfg.EnrollBurst, "enroll-burst", 50, "profile downloads allowed at once before -enroll-rate applies")
+	fs.StringVar(&cfg.StorageKey, "storage-key", "", "key sealing private keys at rest (push certificates', the SCEP CA's): 32 bytes in base64 or hex, e.g. from `openssl rand -base64 32`; set it from PICOMDM_STORAGE_KEY")
+	fs.StringVar(&cfg.StorageKeyFile, "storage-key-file", "", "file holding -storage-key")
+	fs.DurationVar(&cfg.PushCertWarn, "pushcert-check-interval", certwatch.DefaultInterval, "how often push certificate expiry is checked and logged (from 30 days ahead; 0: never)")
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "address to serve /metrics on, unauthenticated (empty: /metrics on -listen, behind the -api key)")
 	return fs
 }

@@ -123,6 +123,25 @@ func runAPNsCert(args []string) error {
 	return os.WriteFile(*keyFile, keyPEM, 0o600)
 }
 
+// runPushCert is "devsim push-cert": it writes a throw-away MDM push
+// certificate and key for a topic, to PUT at /v1/pushcert on a server
+// whose devices are simulated (APNs refuses it; the bench's mock APNs and
+// -push-url test servers take it).
+func runPushCert(args []string) error {
+	fs := flag.NewFlagSet("devsim push-cert", flag.ContinueOnError)
+	topic := fs.String("topic", device.DefaultTopic, "APNs topic (the certificate subject's UID)")
+	certFile := fs.String("cert", "push.pem", "where to write the PEM certificate")
+	keyFile := fs.String("key", "push.key", "where to write the PEM private key")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	certPEM, keyPEM := apnsmock.NewProviderCertificate(*topic)
+	if err := os.WriteFile(*certFile, certPEM, 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(*keyFile, keyPEM, 0o600)
+}
+
 // runCA is "devsim ca": it writes a throw-away device CA (certificate and
 // key) for a server's -ca and devsim's -ca-cert/-ca-key.
 func runCA(args []string) error {

@@ -18,6 +18,10 @@
 //	devsim bench -url http://127.0.0.1:9000/mdm -api-key KEY -ca-cert ca.pem -ca-key ca.key \
 //		-devices 1000 -concurrency 32 -commands 5 [-apns-listen 127.0.0.1:8443 -apns-cert apns.pem -apns-key apns.key]
 //
+// "devsim push-cert -topic T -cert push.pem -key push.key" writes a
+// throw-away MDM push certificate for topic T, to upload with PUT
+// /v1/pushcert to a server whose devices are simulated.
+//
 // "devsim ca -cert ca.pem -key ca.key" writes a throw-away device CA for a
 // server's -ca. "devsim apns-cert -cert apns.pem -key apns.key" writes the certificate
 // the bench's mock APNs serves; start the server with
@@ -62,6 +66,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 			return runAPNsCert(args[1:])
 		case "ca":
 			return runCA(args[1:])
+		case "push-cert":
+			return runPushCert(args[1:])
 		}
 	}
 	fs := flag.NewFlagSet("devsim", flag.ContinueOnError)

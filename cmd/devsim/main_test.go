@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -11,7 +12,9 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/picomdm/picomdm/cmd/picomdm/app"
 	"github.com/picomdm/picomdm/mdm"
+	"github.com/picomdm/picomdm/storage"
 	"github.com/picomdm/picomdm/test/apiclient"
 	"github.com/picomdm/picomdm/test/apnsmock"
 	"github.com/picomdm/picomdm/test/device"
@@ -140,4 +143,61 @@ func TestWriteCertificates(t *testing.T) {
 		t.Fatal(err)
 	}
 	mock.Close()
+}
+
+// TestPushCert checks "devsim push-cert" writes a pair the server takes as
+// the push certificate of the topic.
+func TestPushCert(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "push.pem"), filepath.Join(dir, "push.key")
+	const topic = "com.apple.mgmt.External.01234567-89ab-4cde-8f01-23456789abcd"
+	if err := run(t.Context(), []string{"push-cert", "-topic", topic, "-cert", certFile, "-key", keyFile}, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	certPEM, _ := os.ReadFile(certFile)
+	keyPEM, _ := os.ReadFile(keyFile)
+	pc, err := storage.ParsePushCert(certPEM, keyPEM)
+	if err != nil || pc.Topic != topic {
+		t.Fatalf("written push certificate: %+v, %v", pc, err)
+	}
+}
+
+// TestRunFromProfile enrolls devices the way "devsim -profile-url" does
+// against the real server: profile download, SCEP, check-in.
+func TestRunFromProfile(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + ln.Addr().String()
+	dir := t.TempDir()
+	a, err := app.New([]string{"-storage", "file", "-storage-dsn", dir, "-scep", "-public-url", base, "-api", "k"}, nil, io.Discard, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: a.Handler()}
+	go srv.Serve(ln)
+	t.Cleanup(func() {
+		srv.Close()
+		a.Close()
+	})
+	const topic = "com.apple.mgmt.External.76543210-89ab-4cde-8f01-23456789abcd"
+	certPEM, keyPEM := apnsmock.NewProviderCertificate(topic)
+	api := &apiclient.Client{BaseURL: base, APIKey: "k"}
+	if status, body, err := api.PutPushCert(t.Context(), append(certPEM, keyPEM...)); err != nil || status != http.StatusOK {
+		t.Fatalf("uploading the push certificate: %d %s %v", status, body, err)
+	}
+	var out bytes.Buffer
+	if err := run(t.Context(), []string{"-profile-url", base + "/mdm/enroll", "-devices", "2"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	ids := strings.Fields(out.String())
+	if len(ids) != 2 {
+		t.Fatalf("output %q, want two enrollment IDs", out.String())
+	}
+	for _, id := range ids {
+		if _, err := a.Store.RetrieveEnrollment(t.Context(), id); err != nil {
+			t.Errorf("enrollment %s: %v", id, err)
+		}
+	}
 }

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"cmp"
 	"context"
 	"time"
 
@@ -85,10 +86,20 @@ func (r *Registry) RegisterOutbox(stats OutboxStats, timeout time.Duration) {
 	if stats == nil {
 		panic("metrics: RegisterOutbox with nil stats")
 	}
-	if timeout <= 0 {
-		timeout = DefaultOutboxTimeout
-	}
-	r.reg.MustRegister(&outboxCollector{stats: stats, timeout: timeout, now: time.Now})
+	r.reg.MustRegister(&readCollector[storage.OutboxStats]{
+		descs:   []*prometheus.Desc{outboxEvents, outboxOldestAge},
+		read:    stats,
+		timeout: cmp.Or(max(timeout, 0), DefaultOutboxTimeout),
+		emit: func(ch chan<- prometheus.Metric, st storage.OutboxStats) {
+			ch <- prometheus.MustNewConstMetric(outboxEvents, prometheus.GaugeValue, float64(st.Pending), storage.OutboxPending)
+			ch <- prometheus.MustNewConstMetric(outboxEvents, prometheus.GaugeValue, float64(st.Failed), storage.OutboxFailed)
+			age := 0.0
+			if !st.OldestPending.IsZero() {
+				age = max(time.Since(st.OldestPending).Seconds(), 0)
+			}
+			ch <- prometheus.MustNewConstMetric(outboxOldestAge, prometheus.GaugeValue, age)
+		},
+	})
 }
 
 var (
@@ -99,34 +110,33 @@ var (
 		"Age of the oldest pending webhook event (0 when none is pending).", nil, nil)
 )
 
-type outboxCollector struct {
-	stats   OutboxStats
+// readCollector reads a T (from storage) at every scrape, within timeout,
+// and emits metrics of descs from it. A failed read is reported as an
+// invalid metric of descs[0], and the rest of the scrape is served.
+type readCollector[T any] struct {
+	descs   []*prometheus.Desc
+	read    func(context.Context) (T, error)
 	timeout time.Duration
-	now     func() time.Time
+	emit    func(chan<- prometheus.Metric, T)
 }
 
-func (c *outboxCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- outboxEvents
-	ch <- outboxOldestAge
+func (c *readCollector[T]) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range c.descs {
+		ch <- d
+	}
 }
 
-func (c *outboxCollector) Collect(ch chan<- prometheus.Metric) {
+func (c *readCollector[T]) Collect(ch chan<- prometheus.Metric) {
 	// Collect gets no context from the scrape; the timeout keeps a slow
 	// storage from holding the scrape forever.
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
-	st, err := c.stats(ctx)
+	v, err := c.read(ctx)
 	if err != nil {
-		ch <- prometheus.NewInvalidMetric(outboxEvents, err)
+		ch <- prometheus.NewInvalidMetric(c.descs[0], err)
 		return
 	}
-	ch <- prometheus.MustNewConstMetric(outboxEvents, prometheus.GaugeValue, float64(st.Pending), storage.OutboxPending)
-	ch <- prometheus.MustNewConstMetric(outboxEvents, prometheus.GaugeValue, float64(st.Failed), storage.OutboxFailed)
-	age := 0.0
-	if !st.OldestPending.IsZero() {
-		age = max(c.now().Sub(st.OldestPending).Seconds(), 0)
-	}
-	ch <- prometheus.MustNewConstMetric(outboxOldestAge, prometheus.GaugeValue, age)
+	c.emit(ch, v)
 }
 
 // PushCertExpiries returns the NotAfter of every stored push certificate,
@@ -146,37 +156,20 @@ func (r *Registry) RegisterPushCertExpiry(expiries PushCertExpiries, timeout tim
 	if expiries == nil {
 		panic("metrics: RegisterPushCertExpiry with nil expiries")
 	}
-	if timeout <= 0 {
-		timeout = DefaultPushCertTimeout
-	}
-	r.reg.MustRegister(&pushCertCollector{expiries: expiries, timeout: timeout, now: time.Now})
+	r.reg.MustRegister(&readCollector[map[string]time.Time]{
+		descs:   []*prometheus.Desc{pushCertExpiry},
+		read:    expiries,
+		timeout: cmp.Or(max(timeout, 0), DefaultPushCertTimeout),
+		emit: func(ch chan<- prometheus.Metric, byTopic map[string]time.Time) {
+			now := time.Now()
+			for topic, notAfter := range byTopic {
+				ch <- prometheus.MustNewConstMetric(pushCertExpiry, prometheus.GaugeValue,
+					notAfter.Sub(now).Seconds(), topic)
+			}
+		},
+	})
 }
 
 var pushCertExpiry = prometheus.NewDesc(namespace+"_push_cert_expiry_seconds",
 	"Seconds until the topic's APNs push certificate expires (negative once expired).",
 	[]string{"topic"}, nil)
-
-type pushCertCollector struct {
-	expiries PushCertExpiries
-	timeout  time.Duration
-	now      func() time.Time
-}
-
-func (c *pushCertCollector) Describe(ch chan<- *prometheus.Desc) { ch <- pushCertExpiry }
-
-func (c *pushCertCollector) Collect(ch chan<- prometheus.Metric) {
-	// Collect gets no context from the scrape; the timeout keeps a slow
-	// storage from holding the scrape forever.
-	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
-	defer cancel()
-	byTopic, err := c.expiries(ctx)
-	if err != nil {
-		ch <- prometheus.NewInvalidMetric(pushCertExpiry, err)
-		return
-	}
-	now := c.now()
-	for topic, notAfter := range byTopic {
-		ch <- prometheus.MustNewConstMetric(pushCertExpiry, prometheus.GaugeValue,
-			notAfter.Sub(now).Seconds(), topic)
-	}
-}

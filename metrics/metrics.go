@@ -23,7 +23,6 @@ import (
 	pmlog "github.com/picomdm/picomdm/log"
 	"github.com/picomdm/picomdm/mdm"
 	"github.com/picomdm/picomdm/push"
-	"github.com/picomdm/picomdm/push/apns"
 )
 
 // namespace prefixes every metric name.
@@ -194,18 +193,16 @@ func (r *Registry) ObservePush(topic, result string) {
 }
 
 // PushResult classifies a push's error into a bounded result label:
-// PushSuccess for nil, the APNs reason (or HTTP status) for an APNs
-// refusal, PushNoPushInfo, PushNoPushCert, else PushError.
+// PushSuccess for nil, the refusal's reason for a push.Refusal (an APNs
+// reason, or the HTTP status text), PushNoPushInfo, PushNoPushCert, else
+// PushError.
 func PushResult(err error) string {
-	var apnsErr *apns.Error
+	var refusal push.Refusal
 	switch {
 	case err == nil:
 		return PushSuccess
-	case errors.As(err, &apnsErr):
-		if apnsErr.Reason != "" && len(apnsErr.Reason) <= 64 {
-			return apnsErr.Reason
-		}
-		return http.StatusText(apnsErr.Status)
+	case errors.As(err, &refusal):
+		return refusal.RefusalReason()
 	case errors.Is(err, push.ErrNoPushInfo):
 		return PushNoPushInfo
 	case errors.Is(err, push.ErrNoPushCert):

@@ -17,7 +17,6 @@ import (
 
 	"github.com/picomdm/picomdm/mdm"
 	"github.com/picomdm/picomdm/push"
-	"github.com/picomdm/picomdm/push/apns"
 	"github.com/picomdm/picomdm/service"
 	"github.com/picomdm/picomdm/storage"
 	"github.com/picomdm/picomdm/storage/inmem"
@@ -254,14 +253,21 @@ func TestPushCertFailureKeepsScrape(t *testing.T) {
 	}
 }
 
+// refused is a push.Refusal, as apns.Error is (push/apns tests the
+// reasons it gives).
+type refused string
+
+func (r refused) Error() string         { return "refused: " + string(r) }
+func (r refused) RefusalReason() string { return string(r) }
+
 func TestPushResult(t *testing.T) {
 	tests := []struct {
 		err  error
 		want string
 	}{
 		{nil, PushSuccess},
-		{&apns.Error{Status: 410, Reason: apns.ReasonUnregistered}, "Unregistered"},
-		{fmt.Errorf("wrapped: %w", &apns.Error{Status: 503}), "Service Unavailable"},
+		{refused("Unregistered"), "Unregistered"},
+		{fmt.Errorf("wrapped: %w", refused("Service Unavailable")), "Service Unavailable"},
 		{push.ErrNoPushInfo, PushNoPushInfo},
 		{fmt.Errorf("topic x: %w", push.ErrNoPushCert), PushNoPushCert},
 		{context.DeadlineExceeded, PushError},

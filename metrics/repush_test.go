@@ -2,12 +2,10 @@ package metrics
 
 import (
 	"errors"
-	"net/http"
 	"testing"
 	"time"
 
 	"github.com/picomdm/picomdm/push"
-	"github.com/picomdm/picomdm/push/apns"
 )
 
 func TestRepushMetrics(t *testing.T) {
@@ -20,7 +18,7 @@ func TestRepushMetrics(t *testing.T) {
 	m.ObserveRepushRound(time.Millisecond, 3, errors.New("storage down"))
 	m.ObserveRepush(nil)
 	m.ObserveRepush(nil)
-	m.ObserveRepush(&apns.Error{Status: http.StatusGone, Reason: "Unregistered"})
+	m.ObserveRepush(refused("Unregistered"))
 	m.ObserveRepush(push.ErrNoPushInfo)
 	for _, tc := range []struct {
 		name   string

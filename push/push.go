@@ -20,6 +20,16 @@ var ErrNoPushInfo = errors.New("no push info: unknown or disabled enrollment")
 // topic has no push certificate stored. No push is attempted.
 var ErrNoPushCert = errors.New("no push certificate for topic")
 
+// Refusal is implemented by the per-ID error of a push the provider
+// refused (apns.Error): RefusalReason names the refusal in a word, APNs'
+// reason or else the HTTP status text, at most 64 bytes long. Metrics
+// count pushes by it (errors.As finds it in a wrapped error) without
+// knowing the provider.
+type Refusal interface {
+	error
+	RefusalReason() string
+}
+
 // Result is the outcome of one push to one enrollment.
 type Result struct {
 	// APNsID is the apns-id APNs returned for a successful push.

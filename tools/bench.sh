@@ -12,6 +12,9 @@
 # bench (which reports the server's RSS at the end) and stops the server.
 # WEBHOOK=1 adds a webhook receiver (see below); SERVER_FLAGS adds flags
 # to picomdm's command line (e.g. SERVER_FLAGS='-repush-interval 0').
+# After the bench's lines it prints the CPU seconds the database server,
+# picomdm and the load tool spent during the run (cpu_database,
+# cpu_server, cpu_load_tool) and the wall time (bench_wall).
 # PROFILE=1 also takes a 20 s CPU profile of the server from the start of
 # the run (written to the work directory, which is printed).
 # MariaDB and PostgreSQL are expected where tools/testenv.sh finds them.
@@ -76,7 +79,43 @@ done
 if [ "${PROFILE:-}" = 1 ]; then
 	(sleep 1; curl -fsS -o "$work/cpu.prof" 'http://127.0.0.1:9401/debug/pprof/profile?seconds=20') &
 fi
+# The CPU each party spent during the bench, in seconds (utime+stime from
+# /proc, clock ticks): the database server's processes, picomdm, and the
+# load tool (with its mock APNs), printed after the bench's own lines.
+ticks() { # ticks PID…: summed utime+stime of the live ones
+	local sum=0 pid f
+	for pid in "$@"; do
+		f=$(cut -d' ' -f14,15 "/proc/$pid/stat" 2>/dev/null) || continue
+		sum=$((sum + ${f% *} + ${f#* }))
+	done
+	echo "$sum"
+}
+db_pids() {
+	case $backend in
+	mysql) pgrep -x mariadbd || pgrep -x mysqld || true ;;
+	pgsql) pgrep -x postgres || true ;;
+	esac
+}
+hz=$(getconf CLK_TCK)
+db0=$(ticks $(db_pids))
+srv0=$(ticks "$server")
+start=$(date +%s.%N)
 "$bin/devsim" bench -url http://127.0.0.1:9400/mdm -api-key "$key" \
 	-ca-cert "$work/ca.pem" -ca-key "$work/ca.key" \
 	-apns-listen 127.0.0.1:9443 -apns-cert "$work/apns.pem" -apns-key "$work/apns.key" \
-	-server-pid "$server" "$@"
+	-server-pid "$server" "$@" &
+bench=$!
+# The load tool's CPU: what this shell's waited-for children used
+# (cutime+cstime), before and after waiting for it.
+children() { cut -d' ' -f16,17 /proc/$$/stat | awk '{print $1 + $2}'; }
+tool0=$(children)
+status=0
+wait "$bench" || status=$?
+tool=$(($(children) - tool0))
+end=$(date +%s.%N)
+db1=$(ticks $(db_pids))
+srv1=$(ticks "$server")
+awk -v hz="$hz" -v db=$((db1 - db0)) -v srv=$((srv1 - srv0)) -v tool="$tool" -v wall="$(echo "$end - $start" | bc)" 'BEGIN {
+	printf "cpu_database %.1f s\ncpu_server %.1f s\ncpu_load_tool %.1f s\nbench_wall %.1f s\n", db/hz, srv/hz, tool/hz, wall
+}'
+exit $status

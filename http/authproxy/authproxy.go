@@ -19,8 +19,6 @@ package authproxy
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -187,7 +185,7 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		picohttp.WriteDeviceError(w, r, p.logger, err)
 		return
 	}
-	fw := &forward{enrollmentID: id, traceID: newTraceID()}
+	fw := &forward{enrollmentID: id, traceID: observe.NewTraceID()}
 	p.logger.DebugContext(r.Context(), "auth proxy request",
 		"trace_id", fw.traceID, "method", r.Method, "path", r.URL.Path)
 	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), forwardKey{}, fw)))
@@ -305,11 +303,4 @@ func (p *proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 		"status", http.StatusBadGateway, "err", err, "trace_id", traceID,
 		"method", r.Method, "path", r.URL.Path)
 	w.WriteHeader(http.StatusBadGateway)
-}
-
-// newTraceID returns 16 random bytes in hex.
-func newTraceID() string {
-	var b [16]byte
-	rand.Read(b[:]) // never fails (crypto/rand, Go 1.24+)
-	return hex.EncodeToString(b[:])
 }

@@ -65,7 +65,7 @@ func Trace(next http.Handler, logger *slog.Logger) http.Handler {
 		start := time.Now()
 		id := r.Header.Get(traceHeaderKey)
 		if !saneTraceID(id) {
-			id = newTraceID()
+			id = NewTraceID()
 		}
 		w.Header().Set(traceHeaderKey, id)
 		info := &requestInfo{traceID: id}
@@ -148,8 +148,9 @@ func saneTraceID(id string) bool {
 	return true
 }
 
-// newTraceID returns 16 random bytes in hex, as a W3C trace-id is.
-func newTraceID() string {
+// NewTraceID returns a fresh trace ID: 16 random bytes in hex, as a W3C
+// trace-id is.
+func NewTraceID() string {
 	var b [16]byte
 	rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+).
 	return hex.EncodeToString(b[:])

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/picomdm/picomdm/push"
 )
 
 // APNs reasons PicoMDM acts on, as APNs spells them in the "reason" of a
@@ -63,6 +65,21 @@ func (e *Error) Error() string {
 		reason = "no reason given"
 	}
 	return fmt.Sprintf("apns: %s (%d %s)", reason, e.Status, http.StatusText(e.Status))
+}
+
+var _ push.Refusal = (*Error)(nil)
+
+// maxRefusalReason bounds RefusalReason: a longer reason is not one of
+// Apple's, and is not passed on to metric labels.
+const maxRefusalReason = 64
+
+// RefusalReason implements push.Refusal: e's reason, or the text of its
+// HTTP status if the reason is missing or longer than 64 bytes.
+func (e *Error) RefusalReason() string {
+	if e.Reason != "" && len(e.Reason) <= maxRefusalReason {
+		return e.Reason
+	}
+	return http.StatusText(e.Status)
 }
 
 // Unregistered reports whether APNs says the token is no longer active

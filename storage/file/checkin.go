@@ -10,6 +10,7 @@ import (
 
 	"github.com/picomdm/picomdm/mdm"
 	"github.com/picomdm/picomdm/storage"
+	"github.com/picomdm/picomdm/storage/internal/memindex"
 )
 
 // channelIDs returns r's ID and, for a device channel, its known user
@@ -74,8 +75,8 @@ func (s *Store) disableChannels(ids []string, clear bool, now time.Time) error {
 		var done []string
 		s.mu.Lock()
 		if e := s.enrollments[id]; e != nil {
-			e.enabled = false
-			e.tally = 0
+			e.Enabled = false
+			e.Tally = 0
 			e.clearedSeq = rec.ClearedSeq
 			if clear {
 				done = s.dropPendingLocked(id, rec.ClearedSeq)
@@ -216,11 +217,7 @@ func (s *Store) Disable(r *mdm.Request) error {
 func (s *Store) RetrieveTokenUpdateTally(_ context.Context, id string) (int, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	e := s.enrollments[id]
-	if e == nil {
-		return 0, fmt.Errorf("token update tally of %q: %w", id, storage.ErrNotFound)
-	}
-	return e.tally, nil
+	return memindex.TokenUpdateTally(id, s.channel(id))
 }
 
 // StoreBootstrapToken implements storage.BootstrapTokenStore. The token

@@ -52,12 +52,12 @@ import (
 	"hash/fnv"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"time"
 
 	"github.com/picomdm/picomdm/mdm"
 	"github.com/picomdm/picomdm/storage"
+	"github.com/picomdm/picomdm/storage/internal/memindex"
 	"github.com/picomdm/picomdm/storage/keyseal"
 )
 
@@ -113,9 +113,11 @@ type Store struct {
 	// enrollment.json), for enqueue, push info and tally lookups.
 	enrollments map[string]*enrollState
 	// children maps a device channel's ID to its user channels' IDs.
-	children map[string]map[string]struct{}
-	// pending is each enrollment's pending queue, ordered by seq.
-	pending map[string][]*pendingCommand
+	children memindex.Children
+	// pending is each enrollment's pending queue, ordered by seq. A
+	// command's Deferred lives in memory only: after a restart NotNow'd
+	// commands are eligible at once, as after an Idle.
+	pending map[string][]*memindex.Pending
 	// remaining counts, per CommandUUID, the enrollments it is still
 	// pending for; at zero its queued/ file is removed.
 	remaining map[string]int
@@ -151,29 +153,12 @@ type Store struct {
 
 var _ storage.Store = (*Store)(nil)
 
-// enrollState is the in-memory part of an enrollment record.
+// enrollState is the in-memory part of an enrollment record: the shared
+// index's channel, with its PushTokenInvalidAt mirroring
+// enrollmentRecord.PushTokenInvalidAt.
 type enrollState struct {
-	typ        mdm.EnrollType
-	parentID   string
-	enabled    bool
-	tally      int
-	push       mdm.Push
+	memindex.Channel
 	clearedSeq uint64
-	// pushTokenInvalid mirrors enrollmentRecord.PushTokenInvalidAt.
-	pushTokenInvalid bool
-}
-
-// pendingCommand is one command pending for one enrollment.
-type pendingCommand struct {
-	seq         uint64
-	commandUUID string
-	notNow      int
-	firstNotNow time.Time
-	lastNotNow  time.Time
-	// deferred is set by a NotNow and cleared by the next Idle: until
-	// then the command is skipped. It lives in memory only: after a
-	// restart NotNow'd commands are eligible at once, as after an Idle.
-	deferred bool
 }
 
 // enrollmentRecord is enrollment.json: one channel, from its TokenUpdates.
@@ -229,6 +214,19 @@ type resultRecord struct {
 	Cancelled bool `json:"cancelled,omitempty"`
 }
 
+// newResultRecord returns the results/ file of an answer (or a
+// cancellation) with status at at, carrying p's NotNow history.
+func newResultRecord(p *memindex.Pending, status string, at time.Time) *resultRecord {
+	return &resultRecord{
+		CommandUUID:   p.CommandUUID,
+		Status:        status,
+		ResultAt:      at,
+		NotNowCount:   p.NotNow,
+		FirstNotNowAt: p.FirstNotNow,
+		LastNotNowAt:  p.LastNotNow,
+	}
+}
+
 // commandHeader is the first line of a commands/ file.
 type commandHeader struct {
 	CommandUUID string    `json:"command_uuid"`
@@ -258,8 +256,8 @@ func New(dir string, opts ...Option) (*Store, error) {
 		sync:          true,
 		sealer:        keyseal.None,
 		enrollments:   make(map[string]*enrollState),
-		children:      make(map[string]map[string]struct{}),
-		pending:       make(map[string][]*pendingCommand),
+		children:      make(memindex.Children),
+		pending:       make(map[string][]*memindex.Pending),
 		remaining:     make(map[string]int),
 		enqueuing:     make(map[string]struct{}),
 		claimedHashes: make(map[string]string),
@@ -411,14 +409,14 @@ func (s *Store) loadQueued() error {
 			if err != nil {
 				return err
 			}
-			p := &pendingCommand{seq: rec.Seq, commandUUID: rec.CommandUUID}
+			p := &memindex.Pending{Seq: rec.Seq, CommandUUID: rec.CommandUUID}
 			if answered {
 				if res.Cancelled || res.Status != mdm.StatusNotNow {
 					continue
 				}
-				p.notNow, p.firstNotNow, p.lastNotNow = res.NotNowCount, res.FirstNotNowAt, res.LastNotNowAt
+				p.NotNow, p.FirstNotNow, p.LastNotNow = res.NotNowCount, res.FirstNotNowAt, res.LastNotNowAt
 			}
-			s.insertPending(id, p)
+			s.pending[id] = memindex.Insert(s.pending[id], p)
 			n++
 		}
 		if n == 0 {
@@ -435,38 +433,40 @@ func (s *Store) loadQueued() error {
 // cacheEnrollment puts rec in the in-memory indexes. Callers hold s.mu for
 // writing (or are loading, before the Store is shared).
 func (s *Store) cacheEnrollment(rec *enrollmentRecord) {
-	s.enrollments[rec.ID] = &enrollState{
-		typ:              rec.Type,
-		parentID:         rec.ParentID,
-		enabled:          rec.Enabled,
-		tally:            rec.TokenUpdateTally,
-		push:             mdm.Push{Token: bytes.Clone(rec.Token), PushMagic: rec.PushMagic, Topic: rec.Topic},
-		clearedSeq:       rec.ClearedSeq,
-		pushTokenInvalid: !rec.PushTokenInvalidAt.IsZero(),
+	e := &enrollState{
+		Channel: memindex.Channel{
+			ID:                 rec.ID,
+			ParentID:           rec.ParentID,
+			Type:               rec.Type,
+			Push:               mdm.Push{Token: bytes.Clone(rec.Token), PushMagic: rec.PushMagic, Topic: rec.Topic},
+			Enabled:            rec.Enabled,
+			Tally:              rec.TokenUpdateTally,
+			PushTokenInvalidAt: rec.PushTokenInvalidAt,
+		},
+		clearedSeq: rec.ClearedSeq,
 	}
-	if rec.ParentID != "" {
-		if s.children[rec.ParentID] == nil {
-			s.children[rec.ParentID] = make(map[string]struct{})
-		}
-		s.children[rec.ParentID][rec.ID] = struct{}{}
-	}
+	s.enrollments[rec.ID] = e
+	s.children.Add(&e.Channel)
 }
 
-// insertPending adds p to id's queue in seq order. Enqueues usually finish
-// in seq order, so this is an append; concurrent ones may not. Callers
-// hold s.mu for writing.
-func (s *Store) insertPending(id string, p *pendingCommand) {
-	q := s.pending[id]
-	i, _ := slices.BinarySearchFunc(q, p.seq, func(c *pendingCommand, seq uint64) int {
-		switch {
-		case c.seq < seq:
-			return -1
-		case c.seq > seq:
-			return 1
-		}
-		return 0
-	})
-	s.pending[id] = slices.Insert(q, i, p)
+// channel returns the index's channel of id, or nil if it is unknown.
+// Callers hold s.mu.
+func (s *Store) channel(id string) *memindex.Channel {
+	if e := s.enrollments[id]; e != nil {
+		return &e.Channel
+	}
+	return nil
+}
+
+// deviceIDOf returns the device channel of enrollment id (the one whose
+// stripe guards it); ok is false if id is unknown.
+func (s *Store) deviceIDOf(id string) (deviceID string, ok bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if e := s.enrollments[id]; e != nil {
+		return e.DeviceID(), true
+	}
+	return "", false
 }
 
 // stripe returns the lock of the device deviceID (and its user channels).

@@ -7,13 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
-	"slices"
 	"time"
 
 	"github.com/picomdm/picomdm/mdm"
 	"github.com/picomdm/picomdm/storage"
+	"github.com/picomdm/picomdm/storage/internal/memindex"
 )
 
 // The inspection reads (storage.InspectionStore) select and sort in
@@ -27,28 +28,6 @@ import (
 // rebuild at start skips.
 
 var _ storage.InspectionStore = (*Store)(nil)
-
-// The cursor helpers every backend shares.
-var (
-	encodeCursor = storage.EncodeCursor
-	decodeCursor = storage.DecodeCursor
-)
-
-// pageLimit clamps a page size to 1…MaxPageLimit (0 or less is the most).
-func pageLimit(p storage.Page) int {
-	if p.Limit <= 0 || p.Limit > storage.MaxPageLimit {
-		return storage.MaxPageLimit
-	}
-	return p.Limit
-}
-
-// deviceIDOf returns the device channel of an enrollment.
-func deviceIDOf(id string, e *enrollState) string {
-	if e.parentID != "" {
-		return e.parentID
-	}
-	return id
-}
 
 // lastSeen returns enrollment id's last_seen_at: its seen file's
 // modification time (zero if missing).
@@ -90,39 +69,28 @@ func (r *infoReader) device(id string) (*deviceRecord, error) {
 // snapshot is the in-memory part of an enrollment's info, copied under
 // s.mu.
 type snapshot struct {
-	id       string
-	state    enrollState
-	pending  int
-	deviceID string
+	memindex.Channel
+	pending int
 }
 
 // snapshotLocked copies enrollment id's in-memory state. Callers hold s.mu.
 func (s *Store) snapshotLocked(id string, e *enrollState) snapshot {
-	return snapshot{id: id, state: *e, pending: len(s.pending[id]), deviceID: deviceIDOf(id, e)}
+	return snapshot{Channel: e.Channel, pending: len(s.pending[id])}
 }
 
 // info reads the files of enrollment sn into an EnrollmentInfo; ok is
 // false if it vanished (it never does: enrollments are never deleted).
 func (r *infoReader) info(sn snapshot) (storage.EnrollmentInfo, bool, error) {
-	rec, ok, err := r.s.readEnrollment(sn.id)
+	rec, ok, err := r.s.readEnrollment(sn.ID)
 	if err != nil || !ok {
 		return storage.EnrollmentInfo{}, false, err
 	}
-	i := storage.EnrollmentInfo{
-		ID:               sn.id,
-		Type:             sn.state.typ,
-		ParentID:         sn.state.parentID,
-		Topic:            sn.state.push.Topic,
-		Enabled:          sn.state.enabled,
-		TokenUpdateTally: sn.state.tally,
-		EnrolledAt:       rec.EnrolledAt,
-		PushTokenValid:   !sn.state.pushTokenInvalid,
-		PendingCommands:  sn.pending,
-	}
-	if i.LastSeenAt, err = r.s.lastSeen(sn.id); err != nil {
+	i := sn.Info()
+	i.EnrolledAt, i.PendingCommands = rec.EnrolledAt, sn.pending
+	if i.LastSeenAt, err = r.s.lastSeen(sn.ID); err != nil {
 		return i, false, err
 	}
-	d, err := r.device(sn.deviceID)
+	d, err := r.device(sn.DeviceID())
 	if err != nil {
 		return i, false, err
 	}
@@ -133,93 +101,36 @@ func (r *infoReader) info(sn snapshot) (storage.EnrollmentInfo, bool, error) {
 	return i, true, nil
 }
 
-// cheapMatch applies the filters the in-memory index answers.
-func cheapMatch(id string, e *enrollState, f *storage.EnrollmentFilter) bool {
-	if f.Type != "" && e.typ != f.Type {
-		return false
-	}
-	if f.Enabled != nil && e.enabled != *f.Enabled {
-		return false
-	}
-	if f.Topic != "" && e.push.Topic != f.Topic {
-		return false
-	}
-	if f.DeviceID != "" && id != f.DeviceID && e.parentID != f.DeviceID {
-		return false
-	}
-	return true
-}
-
-// fileMatch applies the filters that need the enrollment's files.
-func fileMatch(i *storage.EnrollmentInfo, f *storage.EnrollmentFilter) bool {
-	if f.Serial != "" && i.SerialNumber != f.Serial {
-		return false
-	}
-	if !f.SeenBefore.IsZero() && !i.LastSeenAt.Before(f.SeenBefore) {
-		return false
-	}
-	if !f.SeenAfter.IsZero() && !i.LastSeenAt.After(f.SeenAfter) {
-		return false
-	}
-	return true
-}
-
-// ListEnrollments implements storage.InspectionStore.
+// ListEnrollments implements storage.InspectionStore: the filters the
+// index answers first, then the files of the candidates in ID order, until
+// the page is full.
 func (s *Store) ListEnrollments(ctx context.Context, f storage.EnrollmentFilter, p storage.Page) ([]storage.EnrollmentInfo, string, error) {
-	after, err := decodeCursor(p.Cursor)
+	after, err := storage.DecodeCursor(p.Cursor)
 	if err != nil {
 		return nil, "", err
 	}
-	limit := pageLimit(p)
-	var cands []snapshot
 	s.mu.RLock()
-	consider := func(id string) {
-		e := s.enrollments[id]
-		if e == nil || (after != "" && id <= after) || !cheapMatch(id, e, &f) {
-			return
-		}
-		cands = append(cands, s.snapshotLocked(id, e))
-	}
-	if f.DeviceID != "" {
-		consider(f.DeviceID)
-		for id := range s.children[f.DeviceID] {
-			consider(id)
-		}
-	} else {
-		for id := range s.enrollments {
-			consider(id)
-		}
+	ids := memindex.SortedAfter(memindex.Candidates(s.enrollments, s.children, &f), after, func(id string) bool {
+		return s.enrollments[id] != nil && s.enrollments[id].Matches(&f)
+	})
+	cands := make([]snapshot, 0, len(ids))
+	for _, id := range ids {
+		cands = append(cands, s.snapshotLocked(id, s.enrollments[id]))
 	}
 	s.mu.RUnlock()
-	slices.SortFunc(cands, func(a, b snapshot) int {
-		switch {
-		case a.id < b.id:
-			return -1
-		case a.id > b.id:
-			return 1
-		}
-		return 0
-	})
 
 	r := &infoReader{s: s}
-	out := []storage.EnrollmentInfo{}
-	for _, sn := range cands {
+	out, next, err := memindex.Paginate(cands, p.Size(), func(sn snapshot) (storage.EnrollmentInfo, bool, error) {
 		if err := ctx.Err(); err != nil {
-			return nil, "", fmt.Errorf("listing enrollments: %w", err)
+			return storage.EnrollmentInfo{}, false, err
 		}
 		i, ok, err := r.info(sn)
-		if err != nil {
-			return nil, "", fmt.Errorf("listing enrollments: %w", err)
-		}
-		if !ok || !fileMatch(&i, &f) {
-			continue
-		}
-		if len(out) == limit {
-			return out, encodeCursor(out[len(out)-1].ID), nil
-		}
-		out = append(out, i)
+		return i, ok && memindex.MatchesInfo(&i, &f), err
+	}, func(i *storage.EnrollmentInfo) string { return i.ID })
+	if err != nil {
+		return nil, "", fmt.Errorf("listing enrollments: %w", err)
 	}
-	return out, "", nil
+	return out, next, nil
 }
 
 // RetrieveEnrollment implements storage.InspectionStore.
@@ -266,7 +177,7 @@ func (s *Store) readCommandFile(uuid string) (h *commandHeader, raw []byte, ok b
 func (s *Store) RetrieveQueue(_ context.Context, id string) ([]storage.QueuedCommand, error) {
 	s.mu.RLock()
 	e := s.enrollments[id]
-	var pending []pendingCommand
+	var pending []memindex.Pending
 	for _, p := range s.pending[id] {
 		pending = append(pending, *p)
 	}
@@ -276,18 +187,14 @@ func (s *Store) RetrieveQueue(_ context.Context, id string) ([]storage.QueuedCom
 	}
 	out := make([]storage.QueuedCommand, 0, len(pending))
 	for _, p := range pending {
-		h, _, ok, err := s.readCommandFile(p.commandUUID)
+		h, _, ok, err := s.readCommandFile(p.CommandUUID)
 		if err != nil {
 			return nil, fmt.Errorf("queue of %q: %w", id, err)
 		}
-		qc := storage.QueuedCommand{CommandUUID: p.commandUUID, NotNowCount: p.notNow, LastNotNowAt: p.lastNotNow}
-		if p.notNow > 0 {
-			qc.Status = mdm.StatusNotNow
+		if !ok {
+			h = &commandHeader{}
 		}
-		if ok {
-			qc.RequestType, qc.EnqueuedAt = h.RequestType, h.EnqueuedAt
-		}
-		out = append(out, qc)
+		out = append(out, p.Queued(h.RequestType, h.EnqueuedAt))
 	}
 	return out, nil
 }
@@ -296,14 +203,8 @@ func (s *Store) RetrieveQueue(_ context.Context, id string) ([]storage.QueuedCom
 // so far is recorded as cleared for the enrollment (enrollment.json
 // cleared_seq), as a re-enrollment does, without disabling it.
 func (s *Store) ClearQueue(_ context.Context, id string) (int, error) {
-	s.mu.RLock()
-	e := s.enrollments[id]
-	var deviceID string
-	if e != nil {
-		deviceID = deviceIDOf(id, e)
-	}
-	s.mu.RUnlock()
-	if e == nil {
+	deviceID, ok := s.deviceIDOf(id)
+	if !ok {
 		return 0, fmt.Errorf("clearing queue of %q: %w", id, storage.ErrNotFound)
 	}
 	mu := s.stripe(deviceID)
@@ -326,7 +227,7 @@ func (s *Store) ClearQueue(_ context.Context, id string) (int, error) {
 	s.mu.Lock()
 	n := 0
 	for _, p := range s.pending[id] {
-		if p.seq <= clearedSeq {
+		if p.Seq <= clearedSeq {
 			n++
 		}
 	}
@@ -344,14 +245,8 @@ func (s *Store) ClearQueue(_ context.Context, id string) (int, error) {
 // gets a result file marked cancelled (so it stays gone after a restart)
 // and leaves the in-memory queue.
 func (s *Store) CancelCommand(_ context.Context, id, commandUUID string) error {
-	s.mu.RLock()
-	e := s.enrollments[id]
-	var deviceID string
-	if e != nil {
-		deviceID = deviceIDOf(id, e)
-	}
-	s.mu.RUnlock()
-	if e == nil {
+	deviceID, ok := s.deviceIDOf(id)
+	if !ok {
 		return fmt.Errorf("cancelling %s for %q: %w", commandUUID, id, storage.ErrNotFound)
 	}
 	// Under the stripe no report can answer the command meanwhile.
@@ -359,8 +254,8 @@ func (s *Store) CancelCommand(_ context.Context, id, commandUUID string) error {
 	mu.Lock()
 	defer mu.Unlock()
 	s.mu.RLock()
-	var p pendingCommand
-	i := findPending(s.pending[id], commandUUID)
+	var p memindex.Pending
+	i := memindex.Find(s.pending[id], commandUUID)
 	if i >= 0 {
 		p = *s.pending[id][i]
 	}
@@ -376,31 +271,19 @@ func (s *Store) CancelCommand(_ context.Context, id, commandUUID string) error {
 		}
 		return fmt.Errorf("cancelling %s for %q: %w", commandUUID, id, storage.ErrNotFound)
 	}
-	rec := &resultRecord{
-		CommandUUID:   commandUUID,
-		ResultAt:      time.Now(),
-		NotNowCount:   p.notNow,
-		FirstNotNowAt: p.firstNotNow,
-		LastNotNowAt:  p.lastNotNow,
-		Cancelled:     true,
+	var status string
+	if p.NotNow > 0 {
+		status = mdm.StatusNotNow
 	}
-	if p.notNow > 0 {
-		rec.Status = mdm.StatusNotNow
-	}
+	rec := newResultRecord(&p, status, time.Now())
+	rec.Cancelled = true
 	if err := s.writeJSON(s.resultPath(id, commandUUID), rec); err != nil {
 		return fmt.Errorf("cancelling %s for %q: %w", commandUUID, id, err)
 	}
 	var done bool
 	s.mu.Lock()
-	q := s.pending[id]
-	if i = findPending(q, commandUUID); i >= 0 {
-		q = slices.Delete(q, i, i+1)
-		if len(q) == 0 {
-			delete(s.pending, id)
-		} else {
-			s.pending[id] = q
-		}
-		done = s.doneLocked(commandUUID)
+	if i = memindex.Find(s.pending[id], commandUUID); i >= 0 {
+		done = s.removePendingLocked(id, i)
 	}
 	s.mu.Unlock()
 	if done {
@@ -426,19 +309,24 @@ func (s *Store) RetrieveCommand(_ context.Context, commandUUID string) (*storage
 	}, nil
 }
 
-// pendingState returns the state of a pending command.
-func pendingState(id string, p *pendingCommand, h *commandHeader) storage.CommandState {
-	st := storage.CommandState{EnrollmentID: id, State: "pending", NotNowCount: p.notNow, EnqueuedAt: h.EnqueuedAt}
-	if p.notNow > 0 {
-		st.State = mdm.StatusNotNow
+// pendingLocked returns a copy of enrollment id's pending entry for
+// commandUUID, or nil if it is not pending for it. Callers hold s.mu.
+func (s *Store) pendingLocked(id, commandUUID string) *memindex.Pending {
+	if i := memindex.Find(s.pending[id], commandUUID); i >= 0 {
+		p := *s.pending[id][i]
+		return &p
 	}
-	return st
+	return nil
 }
 
-// answeredState reads enrollment id's final answer to a command; ok is
-// false if it has none (never queued to it, or cleared or cancelled
-// before a final answer).
-func (s *Store) answeredState(id string, h *commandHeader) (st storage.CommandState, ok bool, err error) {
+// commandState returns enrollment id's state for command h: pending's
+// state if it is pending (pending non-nil), else its final answer read from
+// its results/ file; ok is false if it has none (never queued to it, or
+// cleared or cancelled before a final answer).
+func (s *Store) commandState(id string, pending *memindex.Pending, h *commandHeader) (st storage.CommandState, ok bool, err error) {
+	if pending != nil {
+		return pending.State(id, h.EnqueuedAt), true, nil
+	}
 	var res resultRecord
 	answered, err := readJSON(s.resultPath(id, h.CommandUUID), &res)
 	if err != nil || !answered || res.Cancelled || res.Status == mdm.StatusNotNow {
@@ -462,11 +350,10 @@ func (s *Store) answeredState(id string, h *commandHeader) (st storage.CommandSt
 // from memory, final ones from the results/ files of the other known
 // enrollments, in ID order.
 func (s *Store) ListCommandStates(ctx context.Context, commandUUID string, p storage.Page) ([]storage.CommandState, string, error) {
-	after, err := decodeCursor(p.Cursor)
+	after, err := storage.DecodeCursor(p.Cursor)
 	if err != nil {
 		return nil, "", err
 	}
-	limit := pageLimit(p)
 	h, _, ok, err := s.readCommandFile(commandUUID)
 	if err != nil {
 		return nil, "", fmt.Errorf("states of %s: %w", commandUUID, err)
@@ -476,53 +363,25 @@ func (s *Store) ListCommandStates(ctx context.Context, commandUUID string, p sto
 	}
 	type cand struct {
 		id      string
-		pending *pendingCommand
+		pending *memindex.Pending
 	}
-	var cands []cand
 	s.mu.RLock()
-	for id := range s.enrollments {
-		if after != "" && id <= after {
-			continue
-		}
-		c := cand{id: id}
-		if i := findPending(s.pending[id], commandUUID); i >= 0 {
-			pc := *s.pending[id][i]
-			c.pending = &pc
-		}
-		cands = append(cands, c)
+	ids := memindex.SortedAfter(maps.Keys(s.enrollments), after, nil)
+	cands := make([]cand, 0, len(ids))
+	for _, id := range ids {
+		cands = append(cands, cand{id: id, pending: s.pendingLocked(id, commandUUID)})
 	}
 	s.mu.RUnlock()
-	slices.SortFunc(cands, func(a, b cand) int {
-		switch {
-		case a.id < b.id:
-			return -1
-		case a.id > b.id:
-			return 1
-		}
-		return 0
-	})
-	out := []storage.CommandState{}
-	for _, c := range cands {
+	out, next, err := memindex.Paginate(cands, p.Size(), func(c cand) (storage.CommandState, bool, error) {
 		if err := ctx.Err(); err != nil {
-			return nil, "", fmt.Errorf("states of %s: %w", commandUUID, err)
+			return storage.CommandState{}, false, err
 		}
-		var st storage.CommandState
-		if c.pending != nil {
-			st = pendingState(c.id, c.pending, h)
-		} else {
-			var ok bool
-			if st, ok, err = s.answeredState(c.id, h); err != nil {
-				return nil, "", fmt.Errorf("states of %s: %w", commandUUID, err)
-			} else if !ok {
-				continue
-			}
-		}
-		if len(out) == limit {
-			return out, encodeCursor(out[len(out)-1].EnrollmentID), nil
-		}
-		out = append(out, st)
+		return s.commandState(c.id, c.pending, h)
+	}, func(st *storage.CommandState) string { return st.EnrollmentID })
+	if err != nil {
+		return nil, "", fmt.Errorf("states of %s: %w", commandUUID, err)
 	}
-	return out, "", nil
+	return out, next, nil
 }
 
 // RetrieveCommandResult implements storage.InspectionStore.
@@ -536,21 +395,13 @@ func (s *Store) RetrieveCommandResult(_ context.Context, commandUUID, id string)
 		return nil, notFound
 	}
 	s.mu.RLock()
-	e := s.enrollments[id]
-	var pending *pendingCommand
-	if i := findPending(s.pending[id], commandUUID); i >= 0 {
-		pc := *s.pending[id][i]
-		pending = &pc
-	}
+	known := s.enrollments[id] != nil
+	pending := s.pendingLocked(id, commandUUID)
 	s.mu.RUnlock()
-	if e == nil {
+	if !known {
 		return nil, notFound
 	}
-	if pending != nil {
-		st := pendingState(id, pending, h)
-		return &st, nil
-	}
-	st, ok, err := s.answeredState(id, h)
+	st, ok, err := s.commandState(id, pending, h)
 	if err != nil {
 		return nil, fmt.Errorf("result of %s for %q: %w", commandUUID, id, err)
 	}

@@ -17,7 +17,7 @@ func (s *Store) RetrieveMigrationCheckins(ctx context.Context, yield func(raw []
 	s.mu.RLock()
 	var devices []string
 	for id, e := range s.enrollments {
-		if e.enabled && !e.typ.IsUserChannel() {
+		if e.Enabled && !e.Type.IsUserChannel() {
 			devices = append(devices, id)
 		}
 	}

@@ -1,7 +1,6 @@
 package file
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/picomdm/picomdm/storage"
+	"github.com/picomdm/picomdm/storage/internal/memindex"
 	"github.com/picomdm/picomdm/storage/internal/outboxmem"
 )
 
@@ -36,12 +36,6 @@ import (
 type (
 	outbox = outboxmem.Outbox
 	leases = outboxmem.Leases
-)
-
-var (
-	_ storage.OutboxStore = (*Store)(nil)
-	_ storage.LeaseStore  = (*Store)(nil)
-	_ storage.RepushStore = (*Store)(nil)
 )
 
 // outboxRecord is an outbox/ file.
@@ -225,7 +219,7 @@ func (s *Store) DueForRepush(_ context.Context, now time.Time, limit int) ([]sto
 	s.mu.RLock()
 	for id, r := range s.pushRecords {
 		e := s.enrollments[id]
-		if e == nil || !e.enabled || e.pushTokenInvalid || len(s.pending[id]) == 0 || r.NextRepushAt.After(now) {
+		if e == nil || !e.Enabled || !e.PushTokenValid() || len(s.pending[id]) == 0 || r.NextRepushAt.After(now) {
 			continue
 		}
 		candidates = append(candidates, r)
@@ -233,9 +227,7 @@ func (s *Store) DueForRepush(_ context.Context, now time.Time, limit int) ([]sto
 	s.mu.RUnlock()
 	s.pushMu.Unlock()
 
-	slices.SortFunc(candidates, func(a, b storage.PushRecord) int {
-		return cmp.Or(a.NextRepushAt.Compare(b.NextRepushAt), cmp.Compare(a.ID, b.ID))
-	})
+	memindex.SortDue(candidates)
 	var due []storage.PushRecord
 	for _, r := range candidates {
 		if len(due) >= limit {

@@ -1,7 +1,6 @@
 package file
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -14,22 +13,16 @@ import (
 
 	"github.com/picomdm/picomdm/mdm"
 	"github.com/picomdm/picomdm/storage"
+	"github.com/picomdm/picomdm/storage/internal/memindex"
+	"github.com/picomdm/picomdm/storage/internal/pushkey"
 )
 
 // RetrievePushInfo implements storage.PushStore from the in-memory index:
 // no file is read, however many IDs are asked for.
 func (s *Store) RetrievePushInfo(_ context.Context, ids []string) (map[string]*mdm.Push, error) {
-	out := make(map[string]*mdm.Push)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	for _, id := range ids {
-		e := s.enrollments[id]
-		if e == nil || !e.enabled || len(e.push.Token) == 0 {
-			continue
-		}
-		out[id] = &mdm.Push{Token: bytes.Clone(e.push.Token), PushMagic: e.push.PushMagic, Topic: e.push.Topic}
-	}
-	return out, nil
+	return memindex.PushInfos(ids, s.channel), nil
 }
 
 // pushCertRecord is a pushcerts/ file.
@@ -51,15 +44,11 @@ func (s *Store) pushCertPath(topic string) string {
 // again does not make every cached copy reload, a new pair always changes
 // it, and sealing the key does not. The key is written sealed.
 func (s *Store) StorePushCert(_ context.Context, pemCert, pemKey []byte) error {
-	pc, err := storage.ParsePushCert(pemCert, pemKey)
+	pc, sealed, err := pushkey.Seal(s.sealer, pemCert, pemKey)
 	if err != nil {
-		return fmt.Errorf("storing push cert: %w", err)
+		return err
 	}
 	topic := pc.Topic
-	sealed, err := s.sealer.Seal(storage.PushKeyNamePrefix+topic, pemKey)
-	if err != nil {
-		return fmt.Errorf("storing push cert for %q: sealing key: %w", topic, err)
-	}
 	rec := &pushCertRecord{
 		Topic:      topic,
 		Cert:       pemCert,
@@ -94,15 +83,11 @@ func (s *Store) RetrievePushCert(_ context.Context, topic string) (*tls.Certific
 	if err != nil {
 		return nil, "", err
 	}
-	key, err := s.sealer.Open(storage.PushKeyNamePrefix+topic, rec.Key)
+	cert, err := pushkey.Open(s.sealer, topic, rec.Cert, rec.Key)
 	if err != nil {
-		return nil, "", fmt.Errorf("push cert for topic %q: opening key: %w", topic, err)
+		return nil, "", err
 	}
-	cert, err := tls.X509KeyPair(rec.Cert, key)
-	if err != nil {
-		return nil, "", fmt.Errorf("push cert for topic %q: %w", topic, err)
-	}
-	return &cert, rec.StaleToken, nil
+	return cert, rec.StaleToken, nil
 }
 
 // IsPushCertStale implements storage.PushCertStore. An unknown topic is

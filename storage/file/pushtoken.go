@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/picomdm/picomdm/storage"
+	"github.com/picomdm/picomdm/storage/internal/memindex"
 )
 
 var _ storage.PushTokenStore = (*Store)(nil)
@@ -16,14 +17,8 @@ var _ storage.PushTokenStore = (*Store)(nil)
 // push_token_invalid_reason), written under the device's lock like a
 // TokenUpdate, which clears it.
 func (s *Store) InvalidatePushToken(_ context.Context, id, reason string) error {
-	s.mu.RLock()
-	e := s.enrollments[id]
-	deviceID := id
-	if e != nil && e.parentID != "" {
-		deviceID = e.parentID
-	}
-	s.mu.RUnlock()
-	if e == nil {
+	deviceID, ok := s.deviceIDOf(id)
+	if !ok {
 		return fmt.Errorf("invalidating push token of %q: %w", id, storage.ErrNotFound)
 	}
 	mu := s.stripe(deviceID)
@@ -42,7 +37,7 @@ func (s *Store) InvalidatePushToken(_ context.Context, id, reason string) error 
 	}
 	s.mu.Lock()
 	if e := s.enrollments[id]; e != nil {
-		e.pushTokenInvalid = true
+		e.PushTokenInvalidAt = rec.PushTokenInvalidAt
 	}
 	s.mu.Unlock()
 	return nil
@@ -53,9 +48,5 @@ func (s *Store) InvalidatePushToken(_ context.Context, id, reason string) error 
 func (s *Store) PushTokenValid(_ context.Context, id string) (bool, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	e := s.enrollments[id]
-	if e == nil {
-		return false, fmt.Errorf("push token of %q: %w", id, storage.ErrNotFound)
-	}
-	return !e.pushTokenInvalid, nil
+	return memindex.PushTokenValid(id, s.channel(id))
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/picomdm/picomdm/mdm"
 	"github.com/picomdm/picomdm/storage"
+	"github.com/picomdm/picomdm/storage/internal/memindex"
 )
 
 // dropPendingLocked removes from id's queue every command enqueued up to
@@ -20,12 +21,12 @@ func (s *Store) dropPendingLocked(id string, upTo uint64) (done []string) {
 	q := s.pending[id]
 	kept := q[:0]
 	for _, p := range q {
-		if p.seq > upTo {
+		if p.Seq > upTo {
 			kept = append(kept, p)
 			continue
 		}
-		if s.doneLocked(p.commandUUID) {
-			done = append(done, p.commandUUID)
+		if s.doneLocked(p.CommandUUID) {
+			done = append(done, p.CommandUUID)
 		}
 	}
 	clear(q[len(kept):]) // let the dropped entries be collected
@@ -48,9 +49,18 @@ func (s *Store) doneLocked(commandUUID string) bool {
 	return true
 }
 
-// findPending returns the index of commandUUID in queue q, or -1.
-func findPending(q []*pendingCommand, commandUUID string) int {
-	return slices.IndexFunc(q, func(p *pendingCommand) bool { return p.commandUUID == commandUUID })
+// removePendingLocked removes the command at index i of id's queue and
+// reports whether no enrollment is waiting for it any more. Callers hold
+// s.mu for writing.
+func (s *Store) removePendingLocked(id string, i int) (done bool) {
+	q := s.pending[id]
+	commandUUID := q[i].CommandUUID
+	if q = slices.Delete(q, i, i+1); len(q) == 0 {
+		delete(s.pending, id)
+	} else {
+		s.pending[id] = q
+	}
+	return s.doneLocked(commandUUID)
 }
 
 // EnqueueCommand implements storage.CommandEnqueuer: the targets file,
@@ -129,7 +139,7 @@ func (s *Store) EnqueueCommand(ctx context.Context, ids []string, cmd *mdm.Comma
 		if e := s.enrollments[id]; e == nil || seq <= e.clearedSeq {
 			continue
 		}
-		s.insertPending(id, &pendingCommand{seq: seq, commandUUID: uuid})
+		s.pending[id] = memindex.Insert(s.pending[id], &memindex.Pending{Seq: seq, CommandUUID: uuid})
 		n++
 	}
 	if n > 0 {
@@ -193,10 +203,10 @@ func (s *Store) RetrieveNextCommand(r *mdm.Request) (*mdm.Command, error) {
 	var uuid string
 	s.mu.RLock()
 	for _, p := range s.pending[r.ID] {
-		if p.deferred {
+		if p.Deferred {
 			continue
 		}
-		uuid = p.commandUUID
+		uuid = p.CommandUUID
 		break
 	}
 	s.mu.RUnlock()
@@ -227,8 +237,8 @@ func (s *Store) StoreCommandReport(r *mdm.Request, report *mdm.CommandResults) e
 	// Under the stripe nothing else can answer or clear this
 	// enrollment's commands, so what is read here still holds below.
 	s.mu.RLock()
-	var p pendingCommand
-	i := findPending(s.pending[r.ID], report.CommandUUID)
+	var p memindex.Pending
+	i := memindex.Find(s.pending[r.ID], report.CommandUUID)
 	if i >= 0 {
 		p = *s.pending[r.ID][i]
 	}
@@ -241,21 +251,10 @@ func (s *Store) StoreCommandReport(r *mdm.Request, report *mdm.CommandResults) e
 
 	notNow := report.Status == mdm.StatusNotNow
 	if notNow {
-		p.notNow++
-		if p.firstNotNow.IsZero() {
-			p.firstNotNow = now
-		}
-		p.lastNotNow = now
+		p.CountNotNow(now)
 	}
-	rec := &resultRecord{
-		CommandUUID:   report.CommandUUID,
-		Status:        report.Status,
-		Result:        report.Raw,
-		ResultAt:      now,
-		NotNowCount:   p.notNow,
-		FirstNotNowAt: p.firstNotNow,
-		LastNotNowAt:  p.lastNotNow,
-	}
+	rec := newResultRecord(&p, report.Status, now)
+	rec.Result = report.Raw
 	if err := s.writeJSON(s.resultPath(r.ID, report.CommandUUID), rec); err != nil {
 		return fmt.Errorf("storing command report: %w", err)
 	}
@@ -263,18 +262,11 @@ func (s *Store) StoreCommandReport(r *mdm.Request, report *mdm.CommandResults) e
 	var done bool
 	s.mu.Lock()
 	q := s.pending[r.ID]
-	if i = findPending(q, report.CommandUUID); i >= 0 {
+	if i = memindex.Find(q, report.CommandUUID); i >= 0 {
 		if notNow {
-			q[i].notNow, q[i].firstNotNow, q[i].lastNotNow = p.notNow, p.firstNotNow, p.lastNotNow
-			q[i].deferred = true
+			*q[i] = p // deferred until the next Idle
 		} else {
-			q = slices.Delete(q, i, i+1)
-			if len(q) == 0 {
-				delete(s.pending, r.ID)
-			} else {
-				s.pending[r.ID] = q
-			}
-			done = s.doneLocked(report.CommandUUID)
+			done = s.removePendingLocked(r.ID, i)
 		}
 	}
 	s.mu.Unlock()
@@ -289,14 +281,14 @@ func (s *Store) StoreCommandReport(r *mdm.Request, report *mdm.CommandResults) e
 // deferred.
 func (s *Store) endDeferral(id string) {
 	s.mu.RLock()
-	any := slices.ContainsFunc(s.pending[id], func(p *pendingCommand) bool { return p.deferred })
+	any := slices.ContainsFunc(s.pending[id], func(p *memindex.Pending) bool { return p.Deferred })
 	s.mu.RUnlock()
 	if !any {
 		return
 	}
 	s.mu.Lock()
 	for _, p := range s.pending[id] {
-		p.deferred = false
+		p.Deferred = false
 	}
 	s.mu.Unlock()
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/picomdm/picomdm/storage"
+	"github.com/picomdm/picomdm/storage/internal/memindex"
 )
 
 // The built-in SCEP CA (storage.SCEPStore) and private-key sealing
@@ -422,36 +423,28 @@ func (s *Store) RevokeSCEPChallenge(_ context.Context, id string, now time.Time)
 // ListSCEPChallenges implements storage.SCEPStore, paging through the
 // in-memory sorted IDs and reading the page's files.
 func (s *Store) ListSCEPChallenges(ctx context.Context, p storage.Page) ([]storage.SCEPChallenge, string, error) {
-	after, err := decodeCursor(p.Cursor)
+	after, err := storage.DecodeCursor(p.Cursor)
 	if err != nil {
 		return nil, "", fmt.Errorf("listing SCEP challenges: %w", err)
 	}
-	limit := p.Size()
 	s.scep.idx.RLock()
-	ids := pageAfter(s.scep.challengeIDs, after, limit)
+	ids := pageAfter(s.scep.challengeIDs, after, p.Size())
 	s.scep.idx.RUnlock()
-	out := []storage.SCEPChallenge{}
-	for _, id := range ids {
+	out, next, err := memindex.Paginate(ids, p.Size(), func(id string) (storage.SCEPChallenge, bool, error) {
 		if err := ctx.Err(); err != nil {
-			return nil, "", fmt.Errorf("listing SCEP challenges: %w", err)
-		}
-		if len(out) == limit {
-			return out, encodeCursor(out[len(out)-1].ID), nil
+			return storage.SCEPChallenge{}, false, err
 		}
 		rec, ok, err := s.readChallenge(id)
-		if err != nil {
-			return nil, "", fmt.Errorf("listing SCEP challenges: %w", err)
-		}
-		if !ok {
-			continue // indexed only after its file is written: never happens
+		if err != nil || !ok { // indexed only after its file is written: never !ok
+			return storage.SCEPChallenge{}, false, err
 		}
 		c, err := s.challengeInfo(rec)
-		if err != nil {
-			return nil, "", fmt.Errorf("listing SCEP challenges: %w", err)
-		}
-		out = append(out, c)
+		return c, err == nil, err
+	}, func(c *storage.SCEPChallenge) string { return c.ID })
+	if err != nil {
+		return nil, "", fmt.Errorf("listing SCEP challenges: %w", err)
 	}
-	return out, "", nil
+	return out, next, nil
 }
 
 // PurgeSCEPChallenges implements storage.SCEPStore: the candidates come
@@ -663,31 +656,27 @@ func (rec *scepCertRecord) info() storage.SCEPCert {
 // ListSCEPCerts implements storage.SCEPStore, paging through the
 // in-memory sorted serials and reading the page's files.
 func (s *Store) ListSCEPCerts(ctx context.Context, p storage.Page) ([]storage.SCEPCert, string, error) {
-	after, err := decodeCursor(p.Cursor)
+	after, err := storage.DecodeCursor(p.Cursor)
 	if err != nil {
 		return nil, "", fmt.Errorf("listing SCEP certificates: %w", err)
 	}
-	limit := p.Size()
 	s.scep.idx.RLock()
-	serials := pageAfter(s.scep.certSerials, after, limit)
+	serials := pageAfter(s.scep.certSerials, after, p.Size())
 	s.scep.idx.RUnlock()
-	out := []storage.SCEPCert{}
-	for _, serial := range serials {
+	out, next, err := memindex.Paginate(serials, p.Size(), func(serial string) (storage.SCEPCert, bool, error) {
 		if err := ctx.Err(); err != nil {
-			return nil, "", fmt.Errorf("listing SCEP certificates: %w", err)
-		}
-		if len(out) == limit {
-			return out, encodeCursor(out[len(out)-1].Serial), nil
+			return storage.SCEPCert{}, false, err
 		}
 		rec, ok, err := s.readSCEPCert(serial)
-		if err != nil {
-			return nil, "", fmt.Errorf("listing SCEP certificates: %w", err)
+		if err != nil || !ok {
+			return storage.SCEPCert{}, false, err
 		}
-		if ok {
-			out = append(out, rec.info())
-		}
+		return rec.info(), true, nil
+	}, func(c *storage.SCEPCert) string { return c.Serial })
+	if err != nil {
+		return nil, "", fmt.Errorf("listing SCEP certificates: %w", err)
 	}
-	return out, "", nil
+	return out, next, nil
 }
 
 // SealPrivateKeys implements storage.PrivateKeySealer: it opens every

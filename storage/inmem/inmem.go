@@ -17,7 +17,9 @@ import (
 
 	"github.com/picomdm/picomdm/mdm"
 	"github.com/picomdm/picomdm/storage"
+	"github.com/picomdm/picomdm/storage/internal/memindex"
 	"github.com/picomdm/picomdm/storage/internal/outboxmem"
+	"github.com/picomdm/picomdm/storage/internal/pushkey"
 	"github.com/picomdm/picomdm/storage/keyseal"
 )
 
@@ -32,37 +34,21 @@ type device struct {
 	bootstrapToken  []byte
 }
 
-// enrollment is one channel, known from its first TokenUpdate.
+// enrollment is one channel, known from its first TokenUpdate: the shared
+// index's channel and what only this backend keeps.
 type enrollment struct {
-	id, parentID string
-	typ          mdm.EnrollType
-	push         mdm.Push
-	unlockToken  []byte
-	tokenUpdate  []byte
-	enabled      bool
-	tally        int
-	enrolledAt   time.Time
-	lastSeenAt   time.Time
-	// pushTokenInvalidAt and pushTokenInvalidReason are set when APNs
-	// refused push's token, and cleared by the next TokenUpdate.
-	pushTokenInvalidAt     time.Time
+	memindex.Channel
+	unlockToken []byte
+	tokenUpdate []byte
+	enrolledAt  time.Time
+	lastSeenAt  time.Time
+	// pushTokenInvalidReason is set with Channel.PushTokenInvalidAt when
+	// APNs refused the token, and cleared by the next TokenUpdate.
 	pushTokenInvalidReason string
 	// queue is the pending set, oldest first. Answered commands leave it
 	// and are kept in results.
-	queue   []*queued
+	queue   []*memindex.Pending
 	results map[string]*result
-}
-
-// queued is one pending command of an enrollment.
-type queued struct {
-	seq         uint64
-	commandUUID string
-	notNow      int
-	firstNotNow time.Time
-	lastNotNow  time.Time
-	// deferred is set by a NotNow and cleared by the next Idle: until
-	// then the command is skipped.
-	deferred bool
 }
 
 // result is the last answer an enrollment gave to a command.
@@ -97,7 +83,7 @@ type Store struct {
 	devices     map[string]*device
 	enrollments map[string]*enrollment
 	// children maps a device channel's ID to its user channels' IDs.
-	children   map[string]map[string]struct{}
+	children   memindex.Children
 	userAuths  map[string][]byte
 	commands   map[string]*command
 	pushCerts  map[string]*pushCert
@@ -134,7 +120,7 @@ func New(opts ...Option) *Store {
 	s := &Store{
 		devices:     make(map[string]*device),
 		enrollments: make(map[string]*enrollment),
-		children:    make(map[string]map[string]struct{}),
+		children:    make(memindex.Children),
 		userAuths:   make(map[string][]byte),
 		commands:    make(map[string]*command),
 		pushCerts:   make(map[string]*pushCert),
@@ -150,6 +136,15 @@ func New(opts ...Option) *Store {
 		opt(s)
 	}
 	return s
+}
+
+// channel returns the index's channel of id, or nil if it is unknown.
+// Callers hold s.mu.
+func (s *Store) channel(id string) *memindex.Channel {
+	if e := s.enrollments[id]; e != nil {
+		return &e.Channel
+	}
+	return nil
 }
 
 // channelIDs returns id and, for a device channel, its user channels:
@@ -170,8 +165,8 @@ func (s *Store) channelIDs(r *mdm.Request) []string {
 func (s *Store) disable(id string) *enrollment {
 	e := s.enrollments[id]
 	if e != nil {
-		e.enabled = false
-		e.tally = 0
+		e.Enabled = false
+		e.Tally = 0
 	}
 	return e
 }
@@ -214,26 +209,24 @@ func (s *Store) StoreTokenUpdate(r *mdm.Request, msg *mdm.TokenUpdate) error {
 	now := time.Now()
 	e := s.enrollments[r.ID]
 	if e == nil {
-		e = &enrollment{id: r.ID, parentID: r.ParentID, typ: r.Type, results: make(map[string]*result)}
-		s.enrollments[r.ID] = e
-		if r.ParentID != "" {
-			if s.children[r.ParentID] == nil {
-				s.children[r.ParentID] = make(map[string]struct{})
-			}
-			s.children[r.ParentID][r.ID] = struct{}{}
+		e = &enrollment{
+			Channel: memindex.Channel{ID: r.ID, ParentID: r.ParentID, Type: r.Type},
+			results: make(map[string]*result),
 		}
+		s.enrollments[r.ID] = e
+		s.children.Add(&e.Channel)
 	}
-	e.push = mdm.Push{Token: bytes.Clone(msg.Token), PushMagic: msg.PushMagic, Topic: msg.Topic}
-	e.pushTokenInvalidAt, e.pushTokenInvalidReason = time.Time{}, ""
+	e.Push = mdm.Push{Token: bytes.Clone(msg.Token), PushMagic: msg.PushMagic, Topic: msg.Topic}
+	e.PushTokenInvalidAt, e.pushTokenInvalidReason = time.Time{}, ""
 	if len(msg.UnlockToken) > 0 {
 		e.unlockToken = bytes.Clone(msg.UnlockToken)
 	}
 	e.tokenUpdate = bytes.Clone(msg.RawBytes())
-	if !e.enabled {
+	if !e.Enabled {
 		e.enrolledAt = now
 	}
-	e.enabled = true
-	e.tally++
+	e.Enabled = true
+	e.Tally++
 	e.lastSeenAt = now
 	return nil
 }
@@ -260,11 +253,7 @@ func (s *Store) Disable(r *mdm.Request) error {
 func (s *Store) RetrieveTokenUpdateTally(_ context.Context, id string) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := s.enrollments[id]
-	if e == nil {
-		return 0, fmt.Errorf("token update tally of %q: %w", id, storage.ErrNotFound)
-	}
-	return e.tally, nil
+	return memindex.TokenUpdateTally(id, s.channel(id))
 }
 
 // StoreBootstrapToken implements storage.BootstrapTokenStore. A token for
@@ -336,11 +325,11 @@ func (s *Store) storeReportLocked(r *mdm.Request, report *mdm.CommandResults) {
 	e.lastSeenAt = now
 	if report.Status == "" || report.Status == mdm.StatusIdle {
 		for _, q := range e.queue {
-			q.deferred = false
+			q.Deferred = false
 		}
 		return
 	}
-	i := slices.IndexFunc(e.queue, func(q *queued) bool { return q.commandUUID == report.CommandUUID })
+	i := memindex.Find(e.queue, report.CommandUUID)
 	if i < 0 {
 		// Unknown, already final, or queued to someone else: first
 		// final answer wins, so nothing to do.
@@ -348,12 +337,7 @@ func (s *Store) storeReportLocked(r *mdm.Request, report *mdm.CommandResults) {
 	}
 	q := e.queue[i]
 	if report.Status == mdm.StatusNotNow {
-		q.notNow++
-		q.deferred = true
-		if q.firstNotNow.IsZero() {
-			q.firstNotNow = now
-		}
-		q.lastNotNow = now
+		q.CountNotNow(now)
 	} else {
 		e.queue = slices.Delete(e.queue, i, i+1)
 	}
@@ -361,7 +345,7 @@ func (s *Store) storeReportLocked(r *mdm.Request, report *mdm.CommandResults) {
 		status: report.Status,
 		raw:    bytes.Clone(report.Raw),
 		at:     now,
-		notNow: q.notNow,
+		notNow: q.NotNow,
 	}
 }
 
@@ -372,14 +356,14 @@ func (s *Store) nextCommandLocked(r *mdm.Request) (*mdm.Command, error) {
 		return nil, nil
 	}
 	for _, q := range e.queue {
-		if q.deferred {
+		if q.Deferred {
 			continue
 		}
-		c := s.commands[q.commandUUID]
+		c := s.commands[q.CommandUUID]
 		if c == nil {
-			return nil, fmt.Errorf("next command of %q: queued command %s has no body", r.ID, q.commandUUID)
+			return nil, fmt.Errorf("next command of %q: queued command %s has no body", r.ID, q.CommandUUID)
 		}
-		cmd := &mdm.Command{CommandUUID: q.commandUUID, Raw: bytes.Clone(c.raw)}
+		cmd := &mdm.Command{CommandUUID: q.CommandUUID, Raw: bytes.Clone(c.raw)}
 		cmd.Command.RequestType = c.requestType
 		return cmd, nil
 	}
@@ -412,7 +396,7 @@ func (s *Store) EnqueueCommand(_ context.Context, ids []string, cmd *mdm.Command
 			continue
 		}
 		named[id] = struct{}{}
-		e.queue = append(e.queue, &queued{seq: s.seq, commandUUID: cmd.CommandUUID})
+		e.queue = append(e.queue, &memindex.Pending{Seq: s.seq, CommandUUID: cmd.CommandUUID})
 		queuedTo++
 	}
 	if queuedTo > 0 {
@@ -429,31 +413,18 @@ func (s *Store) EnqueueCommand(_ context.Context, ids []string, cmd *mdm.Command
 func (s *Store) RetrievePushInfo(_ context.Context, ids []string) (map[string]*mdm.Push, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make(map[string]*mdm.Push)
-	for _, id := range ids {
-		e := s.enrollments[id]
-		if e == nil || !e.enabled || len(e.push.Token) == 0 {
-			continue
-		}
-		out[id] = &mdm.Push{Token: bytes.Clone(e.push.Token), PushMagic: e.push.PushMagic, Topic: e.push.Topic}
-	}
-	return out, nil
+	return memindex.PushInfos(ids, s.channel), nil
 }
 
 // StorePushCert implements storage.PushCertStore.
 func (s *Store) StorePushCert(_ context.Context, pemCert, pemKey []byte) error {
-	pc, err := storage.ParsePushCert(pemCert, pemKey)
+	pc, sealed, err := pushkey.Seal(s.sealer, pemCert, pemKey)
 	if err != nil {
-		return fmt.Errorf("storing push cert: %w", err)
-	}
-	topic := pc.Topic
-	sealed, err := s.sealer.Seal(storage.PushKeyNamePrefix+topic, pemKey)
-	if err != nil {
-		return fmt.Errorf("storing push cert: %w", err)
+		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.pushCerts[topic] = &pushCert{
+	s.pushCerts[pc.Topic] = &pushCert{
 		certPEM:    bytes.Clone(pemCert),
 		keyPEM:     bytes.Clone(sealed),
 		staleToken: pc.StaleToken,
@@ -470,15 +441,11 @@ func (s *Store) RetrievePushCert(_ context.Context, topic string) (*tls.Certific
 	if pc == nil {
 		return nil, "", fmt.Errorf("push cert for topic %q: %w", topic, storage.ErrNotFound)
 	}
-	key, err := s.sealer.Open(storage.PushKeyNamePrefix+topic, pc.keyPEM)
+	cert, err := pushkey.Open(s.sealer, topic, pc.certPEM, pc.keyPEM)
 	if err != nil {
-		return nil, "", fmt.Errorf("push cert for topic %q: %w", topic, err)
+		return nil, "", err
 	}
-	cert, err := tls.X509KeyPair(pc.certPEM, key)
-	if err != nil {
-		return nil, "", fmt.Errorf("push cert for topic %q: %w", topic, err)
-	}
-	return &cert, pc.staleToken, nil
+	return cert, pc.staleToken, nil
 }
 
 // IsPushCertStale implements storage.PushCertStore. An unknown topic is
@@ -493,10 +460,10 @@ func (s *Store) IsPushCertStale(_ context.Context, topic, staleToken string) (bo
 // deviceKeys returns the identifying keys of a device channel, for the
 // SetBootstrapToken message migration builds.
 func deviceKeys(e *enrollment) mdm.Enrollment {
-	if e.typ == mdm.UserEnrollmentDevice {
-		return mdm.Enrollment{EnrollmentID: e.id}
+	if e.Type == mdm.UserEnrollmentDevice {
+		return mdm.Enrollment{EnrollmentID: e.ID}
 	}
-	return mdm.Enrollment{UDID: e.id}
+	return mdm.Enrollment{UDID: e.ID}
 }
 
 // RetrieveMigrationCheckins implements storage.MigrationStore. The
@@ -523,25 +490,25 @@ func (s *Store) migrationCheckins() ([][]byte, error) {
 	defer s.mu.Unlock()
 	var devs []*enrollment
 	for _, e := range s.enrollments {
-		if e.enabled && !e.typ.IsUserChannel() {
+		if e.Enabled && !e.Type.IsUserChannel() {
 			devs = append(devs, e)
 		}
 	}
-	slices.SortFunc(devs, func(a, b *enrollment) int { return strings.Compare(a.id, b.id) })
+	slices.SortFunc(devs, func(a, b *enrollment) int { return strings.Compare(a.ID, b.ID) })
 	var out [][]byte
 	for _, e := range devs {
-		d := s.devices[e.id]
+		d := s.devices[e.ID]
 		if d != nil && len(d.authenticate) > 0 {
 			out = append(out, bytes.Clone(d.authenticate))
 		}
 		tu, err := storage.TokenUpdateWithUnlockToken(e.tokenUpdate, e.unlockToken)
 		if err != nil {
-			return nil, fmt.Errorf("migration of %q: %w", e.id, err)
+			return nil, fmt.Errorf("migration of %q: %w", e.ID, err)
 		}
 		out = append(out, bytes.Clone(tu))
 		var users []string
-		for id := range s.children[e.id] {
-			if u := s.enrollments[id]; u != nil && u.enabled {
+		for id := range s.children[e.ID] {
+			if u := s.enrollments[id]; u != nil && u.Enabled {
 				users = append(users, id)
 			}
 		}
@@ -557,7 +524,7 @@ func (s *Store) migrationCheckins() ([][]byte, error) {
 		if d != nil && len(d.bootstrapToken) > 0 {
 			raw, err := storage.SetBootstrapTokenCheckin(deviceKeys(e), d.bootstrapToken)
 			if err != nil {
-				return nil, fmt.Errorf("migration of %q: %w", e.id, err)
+				return nil, fmt.Errorf("migration of %q: %w", e.ID, err)
 			}
 			out = append(out, raw)
 		}

@@ -4,125 +4,42 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"slices"
-	"strings"
 
 	"github.com/picomdm/picomdm/mdm"
 	"github.com/picomdm/picomdm/storage"
+	"github.com/picomdm/picomdm/storage/internal/memindex"
 )
 
 var _ storage.InspectionStore = (*Store)(nil)
 
-// The cursor helpers every backend shares.
-var (
-	encodeCursor = storage.EncodeCursor
-	decodeCursor = storage.DecodeCursor
-)
-
-// pageLimit clamps a page size to 1…MaxPageLimit (0 or less is the most).
-func pageLimit(p storage.Page) int {
-	if p.Limit <= 0 || p.Limit > storage.MaxPageLimit {
-		return storage.MaxPageLimit
-	}
-	return p.Limit
-}
-
-// deviceOf returns the device record of enrollment e (its own, or its
-// parent's for a user channel). Callers hold s.mu.
-func (s *Store) deviceOf(e *enrollment) *device {
-	if e.parentID != "" {
-		return s.devices[e.parentID]
-	}
-	return s.devices[e.id]
-}
-
 // info builds e's EnrollmentInfo. Callers hold s.mu.
 func (s *Store) info(e *enrollment) storage.EnrollmentInfo {
-	i := storage.EnrollmentInfo{
-		ID:               e.id,
-		Type:             e.typ,
-		ParentID:         e.parentID,
-		Topic:            e.push.Topic,
-		Enabled:          e.enabled,
-		TokenUpdateTally: e.tally,
-		EnrolledAt:       e.enrolledAt,
-		LastSeenAt:       e.lastSeenAt,
-		PushTokenValid:   e.pushTokenInvalidAt.IsZero(),
-		PendingCommands:  len(e.queue),
-	}
-	if d := s.deviceOf(e); d != nil {
+	i := e.Info()
+	i.EnrolledAt, i.LastSeenAt, i.PendingCommands = e.enrolledAt, e.lastSeenAt, len(e.queue)
+	if d := s.devices[e.DeviceID()]; d != nil {
 		i.SerialNumber = d.serialNumber
 		i.IdentityCertNotAfter = d.certNotAfter
 	}
 	return i
 }
 
-// matches reports whether e passes f. Callers hold s.mu.
-func (s *Store) matches(e *enrollment, f *storage.EnrollmentFilter) bool {
-	if f.Type != "" && e.typ != f.Type {
-		return false
-	}
-	if f.Enabled != nil && e.enabled != *f.Enabled {
-		return false
-	}
-	if f.Topic != "" && e.push.Topic != f.Topic {
-		return false
-	}
-	if f.DeviceID != "" && e.id != f.DeviceID && e.parentID != f.DeviceID {
-		return false
-	}
-	if f.Serial != "" {
-		d := s.deviceOf(e)
-		if d == nil || d.serialNumber != f.Serial {
-			return false
-		}
-	}
-	if !f.SeenBefore.IsZero() && !e.lastSeenAt.Before(f.SeenBefore) {
-		return false
-	}
-	if !f.SeenAfter.IsZero() && !e.lastSeenAt.After(f.SeenAfter) {
-		return false
-	}
-	return true
-}
-
 // ListEnrollments implements storage.InspectionStore.
 func (s *Store) ListEnrollments(_ context.Context, f storage.EnrollmentFilter, p storage.Page) ([]storage.EnrollmentInfo, string, error) {
-	after, err := decodeCursor(p.Cursor)
+	after, err := storage.DecodeCursor(p.Cursor)
 	if err != nil {
 		return nil, "", err
 	}
-	limit := pageLimit(p)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var ids []string
-	if f.DeviceID != "" {
-		ids = append(ids, f.DeviceID)
-		for id := range s.children[f.DeviceID] {
-			ids = append(ids, id)
-		}
-	} else {
-		ids = make([]string, 0, len(s.enrollments))
-		for id := range s.enrollments {
-			ids = append(ids, id)
-		}
-	}
-	slices.Sort(ids)
-	out := []storage.EnrollmentInfo{}
-	for _, id := range ids {
-		if after != "" && id <= after {
-			continue
-		}
-		e := s.enrollments[id]
-		if e == nil || !s.matches(e, &f) {
-			continue
-		}
-		if len(out) == limit {
-			return out, encodeCursor(out[len(out)-1].ID), nil
-		}
-		out = append(out, s.info(e))
-	}
-	return out, "", nil
+	ids := memindex.SortedAfter(memindex.Candidates(s.enrollments, s.children, &f), after, func(id string) bool {
+		return s.enrollments[id] != nil && s.enrollments[id].Matches(&f)
+	})
+	return memindex.Paginate(ids, p.Size(), func(id string) (storage.EnrollmentInfo, bool, error) {
+		i := s.info(s.enrollments[id])
+		return i, memindex.MatchesInfo(&i, &f), nil
+	}, func(i *storage.EnrollmentInfo) string { return i.ID })
 }
 
 // RetrieveEnrollment implements storage.InspectionStore.
@@ -147,18 +64,11 @@ func (s *Store) RetrieveQueue(_ context.Context, id string) ([]storage.QueuedCom
 	}
 	out := make([]storage.QueuedCommand, 0, len(e.queue))
 	for _, q := range e.queue {
-		qc := storage.QueuedCommand{
-			CommandUUID:  q.commandUUID,
-			NotNowCount:  q.notNow,
-			LastNotNowAt: q.lastNotNow,
+		c := s.commands[q.CommandUUID]
+		if c == nil {
+			c = &command{}
 		}
-		if q.notNow > 0 {
-			qc.Status = mdm.StatusNotNow
-		}
-		if c := s.commands[q.commandUUID]; c != nil {
-			qc.RequestType, qc.EnqueuedAt = c.requestType, c.enqueuedAt
-		}
-		out = append(out, qc)
+		out = append(out, q.Queued(c.requestType, c.enqueuedAt))
 	}
 	return out, nil
 }
@@ -184,7 +94,7 @@ func (s *Store) CancelCommand(_ context.Context, id, commandUUID string) error {
 	if e == nil {
 		return fmt.Errorf("cancelling %s for %q: %w", commandUUID, id, storage.ErrNotFound)
 	}
-	if i := slices.IndexFunc(e.queue, func(q *queued) bool { return q.commandUUID == commandUUID }); i >= 0 {
+	if i := memindex.Find(e.queue, commandUUID); i >= 0 {
 		e.queue = slices.Delete(e.queue, i, i+1)
 		return nil
 	}
@@ -213,15 +123,10 @@ func (s *Store) RetrieveCommand(_ context.Context, commandUUID string) (*storage
 // commandState returns e's state for command c, if it has one: pending
 // (or NotNow) while queued, else its final answer. Callers hold s.mu.
 func commandState(e *enrollment, commandUUID string, c *command) (storage.CommandState, bool) {
-	st := storage.CommandState{EnrollmentID: e.id, EnqueuedAt: c.enqueuedAt}
-	if i := slices.IndexFunc(e.queue, func(q *queued) bool { return q.commandUUID == commandUUID }); i >= 0 {
-		q := e.queue[i]
-		st.State, st.NotNowCount = "pending", q.notNow
-		if q.notNow > 0 {
-			st.State = mdm.StatusNotNow
-		}
-		return st, true
+	if i := memindex.Find(e.queue, commandUUID); i >= 0 {
+		return e.queue[i].State(e.ID, c.enqueuedAt), true
 	}
+	st := storage.CommandState{EnrollmentID: e.ID, EnqueuedAt: c.enqueuedAt}
 	r := e.results[commandUUID]
 	if r == nil || r.status == mdm.StatusNotNow {
 		// Never queued to e, or cleared or cancelled before a final
@@ -234,34 +139,21 @@ func commandState(e *enrollment, commandUUID string, c *command) (storage.Comman
 
 // ListCommandStates implements storage.InspectionStore.
 func (s *Store) ListCommandStates(_ context.Context, commandUUID string, p storage.Page) ([]storage.CommandState, string, error) {
-	after, err := decodeCursor(p.Cursor)
+	after, err := storage.DecodeCursor(p.Cursor)
 	if err != nil {
 		return nil, "", err
 	}
-	limit := pageLimit(p)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := s.commands[commandUUID]
 	if c == nil {
 		return nil, "", fmt.Errorf("command %s: %w", commandUUID, storage.ErrNotFound)
 	}
-	var states []storage.CommandState
-	for id, e := range s.enrollments {
-		if after != "" && id <= after {
-			continue
-		}
-		if st, ok := commandState(e, commandUUID, c); ok {
-			states = append(states, st)
-		}
-	}
-	slices.SortFunc(states, func(a, b storage.CommandState) int { return strings.Compare(a.EnrollmentID, b.EnrollmentID) })
-	if len(states) > limit {
-		return states[:limit], encodeCursor(states[limit-1].EnrollmentID), nil
-	}
-	if states == nil {
-		states = []storage.CommandState{}
-	}
-	return states, "", nil
+	ids := memindex.SortedAfter(maps.Keys(s.enrollments), after, nil)
+	return memindex.Paginate(ids, p.Size(), func(id string) (storage.CommandState, bool, error) {
+		st, ok := commandState(s.enrollments[id], commandUUID, c)
+		return st, ok, nil
+	}, func(st *storage.CommandState) string { return st.EnrollmentID })
 }
 
 // RetrieveCommandResult implements storage.InspectionStore.

@@ -1,12 +1,11 @@
 package inmem
 
 import (
-	"cmp"
 	"context"
-	"slices"
 	"time"
 
 	"github.com/picomdm/picomdm/storage"
+	"github.com/picomdm/picomdm/storage/internal/memindex"
 	"github.com/picomdm/picomdm/storage/internal/outboxmem"
 )
 
@@ -17,12 +16,6 @@ import (
 type (
 	outbox = outboxmem.Outbox
 	leases = outboxmem.Leases
-)
-
-var (
-	_ storage.OutboxStore = (*Store)(nil)
-	_ storage.LeaseStore  = (*Store)(nil)
-	_ storage.RepushStore = (*Store)(nil)
 )
 
 // RecordPushes implements storage.RepushStore.
@@ -45,14 +38,12 @@ func (s *Store) DueForRepush(_ context.Context, now time.Time, limit int) ([]sto
 	var due []storage.PushRecord
 	for id, r := range s.pushRecords {
 		e := s.enrollments[id]
-		if e == nil || !e.enabled || !e.pushTokenInvalidAt.IsZero() || len(e.queue) == 0 ||
+		if e == nil || !e.Enabled || !e.PushTokenValid() || len(e.queue) == 0 ||
 			!r.PushedAt.After(e.lastSeenAt) || r.NextRepushAt.After(now) {
 			continue
 		}
 		due = append(due, r)
 	}
-	slices.SortFunc(due, func(a, b storage.PushRecord) int {
-		return cmp.Or(a.NextRepushAt.Compare(b.NextRepushAt), cmp.Compare(a.ID, b.ID))
-	})
+	memindex.SortDue(due)
 	return due[:min(len(due), max(limit, 0))], nil
 }

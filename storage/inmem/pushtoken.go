@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/picomdm/picomdm/storage"
+	"github.com/picomdm/picomdm/storage/internal/memindex"
 )
 
 var _ storage.PushTokenStore = (*Store)(nil)
@@ -18,7 +19,7 @@ func (s *Store) InvalidatePushToken(_ context.Context, id, reason string) error 
 	if e == nil {
 		return fmt.Errorf("invalidating push token of %q: %w", id, storage.ErrNotFound)
 	}
-	e.pushTokenInvalidAt, e.pushTokenInvalidReason = time.Now(), reason
+	e.PushTokenInvalidAt, e.pushTokenInvalidReason = time.Now(), reason
 	return nil
 }
 
@@ -26,9 +27,5 @@ func (s *Store) InvalidatePushToken(_ context.Context, id, reason string) error 
 func (s *Store) PushTokenValid(_ context.Context, id string) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := s.enrollments[id]
-	if e == nil {
-		return false, fmt.Errorf("push token of %q: %w", id, storage.ErrNotFound)
-	}
-	return e.pushTokenInvalidAt.IsZero(), nil
+	return memindex.PushTokenValid(id, s.channel(id))
 }

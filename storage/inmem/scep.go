@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/picomdm/picomdm/storage"
+	"github.com/picomdm/picomdm/storage/internal/memindex"
 )
 
 var (
@@ -127,7 +128,7 @@ func (s *Store) RevokeSCEPChallenge(_ context.Context, id string, now time.Time)
 
 // ListSCEPChallenges implements storage.SCEPStore.
 func (s *Store) ListSCEPChallenges(_ context.Context, p storage.Page) ([]storage.SCEPChallenge, string, error) {
-	after, err := decodeCursor(p.Cursor)
+	after, err := storage.DecodeCursor(p.Cursor)
 	if err != nil {
 		return nil, "", fmt.Errorf("listing SCEP challenges: %w", err)
 	}
@@ -212,7 +213,7 @@ func (s *Store) RetrieveSCEPCert(_ context.Context, serial string) (*storage.SCE
 
 // ListSCEPCerts implements storage.SCEPStore.
 func (s *Store) ListSCEPCerts(_ context.Context, p storage.Page) ([]storage.SCEPCert, string, error) {
-	after, err := decodeCursor(p.Cursor)
+	after, err := storage.DecodeCursor(p.Cursor)
 	if err != nil {
 		return nil, "", fmt.Errorf("listing SCEP certs: %w", err)
 	}
@@ -228,18 +229,13 @@ func (s *Store) ListSCEPCerts(_ context.Context, p storage.Page) ([]storage.SCEP
 // page returns copies of up to limit items of m with keys after after, in
 // key order, and the cursor of the next page ("" when none follows).
 func page[T any](m map[string]*T, after string, limit int) ([]T, string) {
-	keys := slices.Sorted(maps.Keys(m))
-	i, _ := slices.BinarySearch(keys, after)
-	if i < len(keys) && keys[i] == after {
-		i++
-	}
-	keys = keys[i:]
+	keys := memindex.SortedAfter(maps.Keys(m), after, nil)
 	out := make([]T, 0, min(limit, len(keys)))
 	for _, k := range keys[:min(limit, len(keys))] {
 		out = append(out, *m[k])
 	}
 	if len(keys) > limit {
-		return out, encodeCursor(keys[limit-1])
+		return out, storage.EncodeCursor(keys[limit-1])
 	}
 	return out, ""
 }

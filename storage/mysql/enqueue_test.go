@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/picomdm/picomdm/storage"
+	"github.com/picomdm/picomdm/storage/internal/sqlstore/sqlstoretest"
 	"github.com/picomdm/picomdm/storage/storagetest"
 )
 
@@ -45,22 +46,7 @@ func TestEnqueueLarge(t *testing.T) {
 			t.Errorf("unknown ID %q: %v, want ErrNotFound", id, errs[id])
 		}
 	}
-	rows, err := s.db.Query("SELECT id FROM queue WHERE command_uuid = ? ORDER BY seq", cmd.CommandUUID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var queued []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			t.Fatal(err)
-		}
-		queued = append(queued, id)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
+	queued := sqlstoretest.Column(t, s.db, "SELECT id FROM queue WHERE command_uuid = ? ORDER BY seq", cmd.CommandUUID)
 	if !slices.Equal(queued, ids) {
 		t.Fatalf("queue rows in seq order: %d rows, not the %d IDs in the order given", len(queued), len(ids))
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/picomdm/picomdm/storage"
 	"github.com/picomdm/picomdm/storage/storagetest"
 )
 
@@ -55,5 +56,5 @@ SELECT id, command_uuid, 'Acknowledged', 'result', UTC_TIMESTAMP(6) FROM queue W
 	if _, err := s.db.Exec("ANALYZE TABLE enrollments, queue, results"); err != nil {
 		b.Fatal(err)
 	}
-	storagetest.BenchmarkInspectionPages(b, s, cmd.CommandUUID, encodeCursor(fmt.Sprintf("bench-%06d", benchEnrollments-500)))
+	storagetest.BenchmarkInspectionPages(b, s, cmd.CommandUUID, storage.EncodeCursor(fmt.Sprintf("bench-%06d", benchEnrollments-500)))
 }

@@ -3,26 +3,18 @@ package mysql
 import (
 	"context"
 	"database/sql"
-	"errors"
-	"github.com/picomdm/picomdm/test/logtest"
+	"io"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
 
-	pmlog "github.com/picomdm/picomdm/log"
+	"github.com/picomdm/picomdm/storage/internal/sqlstore/sqlstoretest"
+	"github.com/picomdm/picomdm/test/logtest"
 	"github.com/picomdm/picomdm/test/sqltest"
 )
-
-func jsonLogger(t *testing.T, b *logtest.Buffer) Option {
-	t.Helper()
-	logger, err := pmlog.New(b, "json", true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return WithLogger(logger)
-}
 
 // TestLogsThroughGivenLogger: the store's own lines and the MySQL
 // driver's (which it would otherwise print to stderr in a format of its
@@ -33,15 +25,12 @@ func TestLogsThroughGivenLogger(t *testing.T) {
 	var logs logtest.Buffer
 	dsn := sqltest.MySQL(t)
 	// One connection, so the one killed below is the one reused.
-	s, err := Open(dsn, map[string]string{"max_open_conns": "1"}, jsonLogger(t, &logs))
+	s, err := Open(dsn, map[string]string{"max_open_conns": "1"}, WithLogger(sqlstoretest.JSONLogger(t, &logs)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	line := logs.Find(t, "storage schema migrated")
-	if line == nil || line["storage"] != "mysql" || line["versions"] == nil {
-		t.Fatalf("migration line %v, want one with storage=mysql and the versions applied: %v", line, logs.Lines(t))
-	}
+	sqlstoretest.MigrationLogged(t, &logs, "mysql")
 
 	// The server drops the store's idle connection: the driver notices
 	// when the pool hands it out again, and logs it.
@@ -67,15 +56,14 @@ func TestLogsThroughGivenLogger(t *testing.T) {
 		var one int
 		s.db.QueryRowContext(ctx, "SELECT 1").Scan(&one)
 	}
-	line = logs.Find(t, "mysql driver")
+	line := logs.Find(t, "mysql driver")
 	if line["storage"] != "mysql" || line["detail"] == "" {
 		t.Errorf("driver line %v, want storage=mysql and the driver's message", line)
 	}
 }
 
-// TestMigrationGivesUpAtDeadline: while another session holds the
-// migration lock, Open waits (and says so), then fails at its deadline
-// with an error; once the lock is free it migrates.
+// TestMigrationGivesUpAtDeadline: sqlstoretest.MigrationGivesUpAtDeadline,
+// another session holding the GET_LOCK migration lock.
 func TestMigrationGivesUpAtDeadline(t *testing.T) {
 	ctx := context.Background()
 	dsn := sqltest.MySQL(t)
@@ -83,50 +71,20 @@ func TestMigrationGivesUpAtDeadline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, err := sql.Open("mysql", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
-	holder, err := other.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer holder.Close()
+	holder := sqlstoretest.Conn(t, "mysql", dsn)
 	lock := (&Store{dbName: cfg.DBName}).lockName("migrate")
 	var got int
 	if err := holder.QueryRowContext(ctx, "SELECT GET_LOCK(?, 0)", lock).Scan(&got); err != nil || got != 1 {
 		t.Fatalf("GET_LOCK: %v, %v", got, err)
 	}
-
-	const deadline = 300 * time.Millisecond
-	var logs logtest.Buffer
-	start := time.Now()
-	s, err := Open(dsn, nil, WithMigrateTimeout(deadline), jsonLogger(t, &logs))
-	elapsed := time.Since(start)
-	if err == nil {
-		s.Close()
-		t.Fatal("Open migrated although another session held the migration lock")
-	}
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Open: %v, want the migration deadline", err)
-	}
-	if elapsed < deadline || elapsed > deadline+5*time.Second {
-		t.Errorf("Open gave up after %v, want about %v", elapsed, deadline)
-	}
-	if strings.Contains(err.Error(), "schema_migrations") {
-		t.Errorf("Open got past the lock: %v", err)
-	}
-	if logs.Find(t, "waiting for the schema migration lock, held by another replica") == nil {
-		t.Errorf("the wait was not logged: %v", logs.Lines(t))
-	}
-
-	if _, err := holder.ExecContext(ctx, "SELECT RELEASE_LOCK(?)", lock); err != nil {
-		t.Fatal(err)
-	}
-	s, err = Open(dsn, nil, WithMigrateTimeout(time.Minute), jsonLogger(t, &logs))
-	if err != nil {
-		t.Fatalf("Open once the lock is free: %v", err)
-	}
-	s.Close()
+	sqlstoretest.MigrationGivesUpAtDeadline(t,
+		func(timeout time.Duration, logger *slog.Logger) (io.Closer, error) {
+			return Open(dsn, nil, WithMigrateTimeout(timeout), WithLogger(logger))
+		},
+		func(openErr error) bool { return strings.Contains(openErr.Error(), "schema_migrations") },
+		func() {
+			if _, err := holder.ExecContext(ctx, "SELECT RELEASE_LOCK(?)", lock); err != nil {
+				t.Fatal(err)
+			}
+		})
 }

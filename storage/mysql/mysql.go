@@ -30,10 +30,8 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
-	pmlog "github.com/picomdm/picomdm/log"
 	"github.com/picomdm/picomdm/storage"
 	"github.com/picomdm/picomdm/storage/internal/sqlstore"
-	"github.com/picomdm/picomdm/storage/keyseal"
 )
 
 //go:embed schema/*.sql
@@ -95,31 +93,25 @@ var (
 )
 
 // Option configures a Store beyond its DSN and -storage-options.
-type Option func(*config)
-
-type config struct {
-	logger         *slog.Logger
-	migrateTimeout time.Duration
-	sealer         storage.KeySealer
-}
+type Option func(*sqlstore.Config)
 
 // WithLogger sets the logger the store reports to (migrations, the
 // purge, and the messages the MySQL driver would otherwise print
 // to stderr itself), so its lines take the process's log format; nil means
 // slog.Default(). Every line carries storage=mysql.
-func WithLogger(logger *slog.Logger) Option { return func(c *config) { c.logger = logger } }
+func WithLogger(logger *slog.Logger) Option { return sqlstore.Logger(logger) }
 
 // WithMigrateTimeout bounds how long Open waits for the migration lock
 // (another replica migrating) and applies the migrations, default
 // sqlstore.DefaultMigrateTimeout; past it Open fails with an error wrapping
 // context.DeadlineExceeded. 0 or less keeps the default.
-func WithMigrateTimeout(d time.Duration) Option { return func(c *config) { c.migrateTimeout = d } }
+func WithMigrateTimeout(d time.Duration) Option { return sqlstore.MigrateTimeout(d) }
 
 // WithKeySealer sets the KeySealer (-storage-key) that seals the private
 // keys the store writes (push certificates', the SCEP CA's) and opens
 // those it reads; nil means keyseal.None: keys are stored as given, and a
 // sealed one does not open.
-func WithKeySealer(s storage.KeySealer) Option { return func(c *config) { c.sealer = s } }
+func WithKeySealer(s storage.KeySealer) Option { return sqlstore.Sealer(s) }
 
 // driverLogger hands the MySQL driver's messages (dropped connections,
 // malformed packets) to the store's logger: the driver's default prints
@@ -149,14 +141,7 @@ func (l driverLogger) Print(v ...any) { l.logger.Warn("mysql driver", "detail", 
 // SQL mode (STRICT_ALL_TABLES added to the server's) unless the DSN sets
 // sql_mode.
 func Open(dsn string, options map[string]string, with ...Option) (*Store, error) {
-	c := config{migrateTimeout: sqlstore.DefaultMigrateTimeout}
-	for _, opt := range with {
-		opt(&c)
-	}
-	if c.migrateTimeout <= 0 {
-		c.migrateTimeout = sqlstore.DefaultMigrateTimeout
-	}
-	logger := pmlog.Or(c.logger).With("storage", "mysql")
+	c := sqlstore.NewConfig("mysql", with)
 	opts, err := sqlstore.ParseOptions(options)
 	if err != nil {
 		return nil, fmt.Errorf("mysql storage: %w", err)
@@ -170,7 +155,7 @@ func Open(dsn string, options map[string]string, with ...Option) (*Store, error)
 	}
 	cfg.ParseTime = true
 	cfg.Loc = time.UTC
-	cfg.Logger = driverLogger{logger}
+	cfg.Logger = driverLogger{c.Logger}
 	if !dsnHasParam(dsn, "interpolateParams") {
 		cfg.InterpolateParams = true
 		if _, err := mysql.NewConnector(cfg); err != nil {
@@ -182,7 +167,7 @@ func Open(dsn string, options map[string]string, with ...Option) (*Store, error)
 	if cfg.InterpolateParams && !dsnHasParam(dsn, "multiStatements") {
 		cfg.MultiStatements = true
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.migrateTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), c.MigrateTimeout)
 	defer cancel()
 	if err := setIsolation(ctx, cfg); err != nil {
 		return nil, err
@@ -203,8 +188,8 @@ func Open(dsn string, options map[string]string, with ...Option) (*Store, error)
 		db:              db,
 		opts:            opts,
 		dbName:          cfg.DBName,
-		logger:          logger,
-		sealer:          keyseal.Or(c.sealer),
+		logger:          c.Logger,
+		sealer:          c.Sealer,
 		seen:            sqlstore.NewThrottle(lastSeenInterval),
 		multiStatements: cfg.InterpolateParams && cfg.MultiStatements,
 	}
@@ -311,20 +296,7 @@ func (s *Store) retry(ctx context.Context, fn func() error) error {
 // inTx runs fn in a transaction, committed if fn returns nil, retried as
 // a whole on deadlock.
 func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	return s.retry(ctx, func() error {
-		tx, err := s.db.BeginTx(ctx, nil)
-		if err != nil {
-			return fmt.Errorf("beginning transaction: %w", err)
-		}
-		if err := fn(tx); err != nil {
-			tx.Rollback()
-			return err
-		}
-		if err := tx.Commit(); err != nil {
-			return fmt.Errorf("committing: %w", err)
-		}
-		return nil
-	})
+	return s.retry(ctx, func() error { return sqlstore.InTx(ctx, s.db, fn) })
 }
 
 // lockName returns a GET_LOCK name for purpose that is specific to this
@@ -370,15 +342,15 @@ func uniqueIDs(ids []string) []string {
 	return out
 }
 
-// chunks calls fn with consecutive slices of ids, each at most idChunk
-// long.
-func chunks(ids []string, fn func([]string) error) error {
-	for len(ids) > 0 {
-		n := min(len(ids), idChunk)
-		if err := fn(ids[:n]); err != nil {
+// chunks calls fn with consecutive slices of items (IDs, or records of
+// one ID each), each at most idChunk long.
+func chunks[T any](items []T, fn func([]T) error) error {
+	for len(items) > 0 {
+		n := min(len(items), idChunk)
+		if err := fn(items[:n]); err != nil {
 			return err
 		}
-		ids = ids[n:]
+		items = items[n:]
 	}
 	return nil
 }

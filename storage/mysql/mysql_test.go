@@ -3,11 +3,11 @@ package mysql
 import (
 	"context"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/picomdm/picomdm/mdm"
 	"github.com/picomdm/picomdm/storage/internal/sqlstore"
+	"github.com/picomdm/picomdm/storage/internal/sqlstore/sqlstoretest"
 	"github.com/picomdm/picomdm/storage/storagetest"
 	"github.com/picomdm/picomdm/test/sqltest"
 )
@@ -18,16 +18,14 @@ import (
 func openTest(tb testing.TB, options map[string]string) (*Store, string) {
 	tb.Helper()
 	dsn := sqltest.MySQL(tb)
-	s, err := Open(dsn, options)
-	if err != nil {
-		tb.Fatalf("Open: %v", err)
-	}
-	tb.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			tb.Errorf("Close: %v", err)
-		}
-	})
-	return s, dsn
+	return openDSN(tb, dsn, options), dsn
+}
+
+// openDSN opens a store on dsn and closes it when the test ends.
+func openDSN(tb testing.TB, dsn string, options map[string]string, with ...Option) *Store {
+	tb.Helper()
+	s, err := Open(dsn, options, with...)
+	return sqlstoretest.Closing(tb, s, err)
 }
 
 func TestConformance(t *testing.T) {
@@ -70,33 +68,12 @@ func count(tb testing.TB, s *Store, query string, args ...any) int {
 // all come up, and the schema is migrated exactly once.
 func TestOpenConcurrent(t *testing.T) {
 	dsn := sqltest.MySQL(t)
-	const replicas = 4
-	stores := make([]*Store, replicas)
-	errs := make([]error, replicas)
-	var wg sync.WaitGroup
-	for i := range replicas {
-		wg.Go(func() { stores[i], errs[i] = Open(dsn, nil) })
-	}
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Fatalf("replica %d: Open: %v", i, err)
-		}
-		defer stores[i].Close()
-	}
+	stores := sqlstoretest.OpenReplicas(t, 4, func() (*Store, error) { return Open(dsn, nil) })
 	ms, err := sqlstore.LoadMigrations(schemaFS, "schema")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := stores[0]
-	for _, m := range ms {
-		if n := count(t, s, "SELECT COUNT(*) FROM schema_migrations WHERE version = ?", m.Version); n != 1 {
-			t.Errorf("schema_migrations has version %d %d times, want once", m.Version, n)
-		}
-	}
-	if n := count(t, s, "SELECT COUNT(*) FROM schema_migrations"); n != len(ms) {
-		t.Errorf("schema_migrations has %d rows, want %d", n, len(ms))
-	}
+	sqlstoretest.MigratedOnce(t, stores[0].db, ms)
 	// Every replica works.
 	d := storagetest.NewDevice()
 	storagetest.Enroll(t, stores[1], d)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/picomdm/picomdm/storage"
@@ -13,41 +12,19 @@ import (
 
 var _ storage.OutboxStore = (*Store)(nil)
 
-// StoreEvent implements storage.OutboxStore: one INSERT; seq, the
-// AUTO_INCREMENT primary key, puts it behind every event stored before
-// it. Storing an event ID that is already there is a no-op, so a call
-// retried after an unknown outcome stores the event once.
+// StoreEvent implements storage.OutboxStore (storeEventSQL).
 func (s *Store) StoreEvent(ctx context.Context, ev *storage.OutboxEvent) error {
-	err := s.retry(ctx, func() error {
-		_, err := s.db.ExecContext(ctx, storeEventSQL, eventArgs(ev)...)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("storing event %s: %w", ev.ID, err)
-	}
-	return nil
+	return sqlstore.StoreEvent(ctx, s.execCount, storeEventSQL, ev)
 }
 
-// storeEventSQL appends an event (PRIMARY seq, outbox_id for the ID);
-// a report batch carries it too (storage.PendingEvent).
+// storeEventSQL appends an event (sqlstore.EventArgs): seq, the
+// AUTO_INCREMENT primary key, puts it behind every event stored before
+// it; an ID already there (outbox_id) is left alone. A report batch
+// carries it too (storage.PendingEvent).
 const storeEventSQL = `INSERT INTO outbox
 	(id, enrollment_id, topic, body, created_at, state, attempts, next_attempt_at, last_error)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)
 ON DUPLICATE KEY UPDATE id = id`
-
-// eventArgs are storeEventSQL's arguments for ev.
-func eventArgs(ev *storage.OutboxEvent) []any {
-	created := ev.CreatedAt
-	if created.IsZero() {
-		created = time.Now()
-	}
-	body := ev.Body
-	if body == nil {
-		body = []byte{}
-	}
-	return []any{ev.ID, ev.EnrollmentID, ev.Topic, body, sqlstore.DBTime(created), storage.OutboxPending,
-		max(ev.Attempts, 0), sqlstore.NullTime(ev.NextAttemptAt), sqlstore.LastErrorText(ev.LastError)}
-}
 
 // claimCandidatesSQL lists the heads that ClaimEvents tries to claim: the
 // pending events, oldest first (outbox_state), that are due, not under a
@@ -150,184 +127,91 @@ func querySeqs(ctx context.Context, tx *sql.Tx, query string, args ...any) ([]an
 	return seqs, rows.Err()
 }
 
-// claimedExec runs an update or delete of owner's claimed event (its
-// WHERE ends in "id = ? AND claimed_by = ?", by outbox_id), and answers
-// storage.ErrLeaseLost when it touched nothing.
-func (s *Store) claimedExec(ctx context.Context, what, id, query string, args ...any) error {
-	var n int64
-	err := s.retry(ctx, func() error {
-		res, err := s.db.ExecContext(ctx, query, args...)
-		if err != nil {
-			return err
-		}
-		n, err = res.RowsAffected()
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("%s event %s: %w", what, id, err)
-	}
-	if n == 0 {
-		return fmt.Errorf("%s event %s: %w", what, id, storage.ErrLeaseLost)
-	}
-	return nil
-}
-
-// CompleteEvent implements storage.OutboxStore: one DELETE by outbox_id,
-// if owner still holds the claim.
-func (s *Store) CompleteEvent(ctx context.Context, id, owner string) error {
-	return s.claimedExec(ctx, "completing", id,
-		`DELETE FROM outbox WHERE id = ? AND claimed_by = ?`, id, owner)
-}
-
-// RetryEvent implements storage.OutboxStore: one UPDATE by outbox_id.
-// The claim is released with it (claimed_until changes, so the row always
-// counts as affected).
-func (s *Store) RetryEvent(ctx context.Context, id, owner string, attempts int, next time.Time, lastErr string) error {
-	return s.claimedExec(ctx, "retrying", id, `UPDATE outbox
+// The statements on one claimed event name it by outbox_id, and change
+// it only while owner still holds the claim. Retrying or setting an event
+// aside releases the claim with it (claimed_until changes, so the row
+// always counts as affected).
+const (
+	completeEventSQL = `DELETE FROM outbox WHERE id = ? AND claimed_by = ?`
+	retryEventSQL    = `UPDATE outbox
 SET attempts = ?, next_attempt_at = ?, last_error = ?, claimed_by = NULL, claimed_until = NULL
-WHERE id = ? AND claimed_by = ?`, max(attempts, 0), sqlstore.NullTime(next), sqlstore.LastErrorText(lastErr), id, owner)
+WHERE id = ? AND claimed_by = ?`
+	setAsideEventSQL = `UPDATE outbox
+SET state = 'failed', attempts = ?, last_error = ?, claimed_by = NULL, claimed_until = NULL
+WHERE id = ? AND claimed_by = ?`
+)
+
+// CompleteEvent implements storage.OutboxStore (completeEventSQL).
+func (s *Store) CompleteEvent(ctx context.Context, id, owner string) error {
+	return sqlstore.CompleteEvent(ctx, s.execCount, completeEventSQL, id, owner)
 }
 
-// SetAsideEvent implements storage.OutboxStore: one UPDATE by outbox_id.
+// RetryEvent implements storage.OutboxStore (retryEventSQL).
+func (s *Store) RetryEvent(ctx context.Context, id, owner string, attempts int, next time.Time, lastErr string) error {
+	return sqlstore.RetryEvent(ctx, s.execCount, retryEventSQL, id, owner, attempts, next, lastErr)
+}
+
+// SetAsideEvent implements storage.OutboxStore (setAsideEventSQL).
 func (s *Store) SetAsideEvent(ctx context.Context, id, owner string, attempts int, lastErr string) error {
-	return s.claimedExec(ctx, "setting aside", id, `UPDATE outbox
-SET state = 'failed', attempts = ?, last_error = ?, claimed_by = NULL, claimed_until = NULL
-WHERE id = ? AND claimed_by = ?`, max(attempts, 0), sqlstore.LastErrorText(lastErr), id, owner)
+	return sqlstore.SetAsideEvent(ctx, s.execCount, setAsideEventSQL, id, owner, attempts, lastErr)
 }
 
 // ReleaseEvents implements storage.OutboxStore: one UPDATE over the
 // pending range of outbox_state (a clean shutdown, not a request path;
 // failed events hold no claims).
 func (s *Store) ReleaseEvents(ctx context.Context, owner string) error {
-	err := s.retry(ctx, func() error {
-		_, err := s.db.ExecContext(ctx, `UPDATE outbox SET claimed_by = NULL, claimed_until = NULL
+	return sqlstore.ReleaseEvents(ctx, s.execCount, `UPDATE outbox SET claimed_by = NULL, claimed_until = NULL
 WHERE state = 'pending' AND claimed_by = ?`, owner)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("releasing events of %s: %w", owner, err)
-	}
-	return nil
 }
 
 // ListEvents implements storage.OutboxStore: one outbox_state range, in
-// seq order after the cursor (the base64url of the last seq of the
-// previous page).
+// seq order after the cursor's seq.
 func (s *Store) ListEvents(ctx context.Context, state string, p storage.Page) ([]storage.OutboxEvent, string, error) {
-	after, err := sqlstore.DecodeSeqCursor(p.Cursor)
-	if err != nil {
-		return nil, "", err
-	}
-	limit := sqlstore.PageLimit(p.Limit)
-	rows, err := s.db.QueryContext(ctx, `SELECT `+sqlstore.OutboxColumns+` FROM outbox
-WHERE state = ? AND seq > ? ORDER BY seq LIMIT ?`, state, after, limit+1)
-	if err != nil {
-		return nil, "", fmt.Errorf("listing %s events: %w", state, err)
-	}
-	defer rows.Close()
-	out := []storage.OutboxEvent{}
-	var last int64
-	for rows.Next() {
-		seq, ev, err := sqlstore.ScanOutboxEvent(rows)
-		if err != nil {
-			return nil, "", fmt.Errorf("listing %s events: %w", state, err)
-		}
-		if len(out) == limit {
-			return out, encodeCursor(strconv.FormatInt(last, 10)), nil
-		}
-		last = seq
-		out = append(out, ev)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, "", fmt.Errorf("listing %s events: %w", state, err)
-	}
-	return out, "", nil
+	return sqlstore.ListEvents(ctx, s.db, `SELECT `+sqlstore.OutboxColumns+` FROM outbox
+WHERE state = ? AND seq > ? ORDER BY seq LIMIT ?`, state, p)
 }
 
 // RedeliverEvent implements storage.OutboxStore: one UPDATE by outbox_id.
 // The event keeps its seq, so it takes its original place among its
 // enrollment's events.
 func (s *Store) RedeliverEvent(ctx context.Context, id string) error {
-	var n int64
-	err := s.retry(ctx, func() error {
-		res, err := s.db.ExecContext(ctx, `UPDATE outbox
+	return sqlstore.RedeliverEvent(ctx, s.execCount, `UPDATE outbox
 SET state = 'pending', attempts = 0, next_attempt_at = NULL, claimed_by = NULL, claimed_until = NULL
 WHERE id = ? AND state = 'failed'`, id)
-		if err != nil {
-			return err
-		}
-		n, err = res.RowsAffected()
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("redelivering event %s: %w", id, err)
-	}
-	if n == 0 {
-		return fmt.Errorf("redelivering event %s: no such failed event: %w", id, storage.ErrNotFound)
-	}
-	return nil
 }
 
 // DropEvent implements storage.OutboxStore: one DELETE by outbox_id.
 func (s *Store) DropEvent(ctx context.Context, id string) error {
-	var n int64
-	err := s.retry(ctx, func() error {
-		res, err := s.db.ExecContext(ctx, `DELETE FROM outbox WHERE id = ?`, id)
-		if err != nil {
-			return err
-		}
-		n, err = res.RowsAffected()
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("dropping event %s: %w", id, err)
-	}
-	if n == 0 {
-		return fmt.Errorf("dropping event %s: %w", id, storage.ErrNotFound)
-	}
-	return nil
+	return sqlstore.DropEvent(ctx, s.execCount, `DELETE FROM outbox WHERE id = ?`, id)
 }
 
 // OutboxStats implements storage.OutboxStore: counts over outbox_state
 // (an index-only count per state) and the first pending row in seq
 // order.
 func (s *Store) OutboxStats(ctx context.Context) (storage.OutboxStats, error) {
-	var st storage.OutboxStats
-	var oldest sql.NullTime
-	err := s.db.QueryRowContext(ctx, `SELECT
+	return sqlstore.OutboxStats(ctx, s.db, `SELECT
 	(SELECT COUNT(*) FROM outbox WHERE state = 'pending'),
 	(SELECT COUNT(*) FROM outbox WHERE state = 'failed'),
-	(SELECT created_at FROM outbox WHERE state = 'pending' ORDER BY seq LIMIT 1)`).
-		Scan(&st.Pending, &st.Failed, &oldest)
-	if err != nil {
-		return st, fmt.Errorf("outbox stats: %w", err)
-	}
-	st.OldestPending = sqlstore.UTC(oldest)
-	return st, nil
+	(SELECT created_at FROM outbox WHERE state = 'pending' ORDER BY seq LIMIT 1)`)
 }
 
 // TrimOutbox implements storage.OutboxStore (sqlstore.TrimOutbox), on
 // the outbox_state ranges: failed events from their start, then the
 // oldest failed and pending ones.
 func (s *Store) TrimOutbox(ctx context.Context, maxEvents int, failedBefore time.Time) (int, error) {
-	return sqlstore.TrimOutbox(ctx, s.db, s.batchExec, sqlstore.TrimQueries{
+	return sqlstore.TrimOutbox(ctx, s.db, s.execCount, sqlstore.TrimQueries{
 		Failed: `DELETE FROM outbox WHERE state = 'failed' AND created_at < ? ORDER BY seq LIMIT ?`,
 		Oldest: `DELETE FROM outbox WHERE state = ? ORDER BY seq LIMIT ?`,
 		Count:  `SELECT COUNT(*) FROM outbox`,
 	}, purgeBatch, maxEvents, failedBefore)
 }
 
-// batchExec runs one statement of a batched DELETE, retried on deadlock,
-// and returns the rows it deleted.
-func (s *Store) batchExec(ctx context.Context, query string, args ...any) (int64, error) {
-	var n int64
-	err := s.retry(ctx, func() error {
-		res, err := s.db.ExecContext(ctx, query, args...)
-		if err != nil {
-			return err
-		}
-		n, err = res.RowsAffected()
-		return err
-	})
-	return n, err
+// execCount runs one autocommit statement, retried on deadlock, and
+// returns the rows it affected.
+func (s *Store) execCount(ctx context.Context, query string, args ...any) (int64, error) {
+	res, err := s.exec(ctx, query, args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
 }

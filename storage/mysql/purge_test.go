@@ -126,15 +126,7 @@ func TestPurgeOneReplica(t *testing.T) {
 	if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK(?, 0)", s.lockName("purge")).Scan(&got); err != nil || got != 1 {
 		t.Fatalf("taking the purge lock: %d, %v", got, err)
 	}
-	d := storagetest.NewDevice()
-	storagetest.Enroll(t, s, d)
-	cmd := storagetest.NewCommand("A")
-	if _, err := s.EnqueueCommand(ctx, []string{d.ID()}, cmd); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.StoreCommandReport(d.Request(), d.Report(cmd.CommandUUID, mdm.StatusAcknowledged)); err != nil {
-		t.Fatal(err)
-	}
+	answerOne(t, s)
 	if _, err := s.db.Exec("UPDATE results SET answered_at = answered_at - INTERVAL 1000 DAY"); err != nil {
 		t.Fatal(err)
 	}
@@ -157,19 +149,27 @@ func TestPurgeNoRetention(t *testing.T) {
 	if got := s.PurgeInterval(); got != 3*time.Minute {
 		t.Errorf("PurgeInterval() = %v, want the purge_interval option, 3m", got)
 	}
-	d := storagetest.NewDevice()
-	storagetest.Enroll(t, s, d)
-	cmd := storagetest.NewCommand("A")
-	if _, err := s.EnqueueCommand(ctx, []string{d.ID()}, cmd); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.StoreCommandReport(d.Request(), d.Report(cmd.CommandUUID, mdm.StatusAcknowledged)); err != nil {
-		t.Fatal(err)
-	}
+	cmd := answerOne(t, s)
 	if n, err := s.Purge(ctx, time.Now().AddDate(10, 0, 0)); err != nil || n != 0 {
 		t.Fatalf("Purge with retention=0: %d, %v; want nothing", n, err)
 	}
 	if n := count(t, s, "SELECT COUNT(*) FROM results WHERE command_uuid = ?", cmd.CommandUUID); n != 1 {
 		t.Fatalf("result of %s: %d rows, want 1", cmd.CommandUUID, n)
 	}
+}
+
+// answerOne enrolls a device, enqueues a command for it and stores its
+// Acknowledged answer: one result for the purge. It returns the command.
+func answerOne(t *testing.T, s *Store) *mdm.Command {
+	t.Helper()
+	d := storagetest.NewDevice()
+	storagetest.Enroll(t, s, d)
+	cmd := storagetest.NewCommand("A")
+	if _, err := s.EnqueueCommand(context.Background(), []string{d.ID()}, cmd); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.StoreCommandReport(d.Request(), d.Report(cmd.CommandUUID, mdm.StatusAcknowledged)); err != nil {
+		t.Fatal(err)
+	}
+	return cmd
 }

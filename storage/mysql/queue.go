@@ -9,6 +9,7 @@ import (
 
 	"github.com/picomdm/picomdm/mdm"
 	"github.com/picomdm/picomdm/storage"
+	"github.com/picomdm/picomdm/storage/internal/sqlstore"
 )
 
 // The command queue (DESIGN.md §2). The queue table holds only pending
@@ -326,7 +327,7 @@ func (s *Store) reportBatch(id string, report *mdm.CommandResults, touch, withNe
 	}
 	addEvent := func() {
 		if event != nil {
-			b.add(storeEventSQL, eventArgs(event)...)
+			b.add(storeEventSQL, sqlstore.EventArgs(event)...)
 		}
 	}
 	switch {

@@ -2,13 +2,12 @@ package mysql
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
-	"github.com/picomdm/picomdm/storage/internal/sqlstore"
 	"slices"
 	"time"
 
 	"github.com/picomdm/picomdm/storage"
+	"github.com/picomdm/picomdm/storage/internal/sqlstore"
 )
 
 var _ storage.RepushStore = (*Store)(nil)
@@ -16,34 +15,28 @@ var _ storage.RepushStore = (*Store)(nil)
 // RecordPushes implements storage.RepushStore: which IDs name
 // enrollments (knownEnrollments), then one multi-row upsert of their
 // records per idChunk (push_records PRIMARY). A later record of the same
-// ID in records replaces an earlier one.
+// ID in records replaces an earlier one (sqlstore.LatestPushRecords).
 func (s *Store) RecordPushes(ctx context.Context, records []storage.PushRecord) error {
-	last := make(map[string]int, len(records))
-	ids := make([]string, 0, len(records))
+	records = sqlstore.LatestPushRecords(records)
+	ids := make([]string, len(records))
 	for i, r := range records {
-		if _, dup := last[r.ID]; !dup {
-			ids = append(ids, r.ID)
-		}
-		last[r.ID] = i
+		ids[i] = r.ID
 	}
 	known, err := s.knownEnrollments(ctx, ids)
 	if err != nil {
 		return fmt.Errorf("recording pushes: %w", err)
 	}
-	ids = slices.DeleteFunc(ids, func(id string) bool { _, ok := known[id]; return !ok })
-	err = chunks(ids, func(chunk []string) error {
+	records = slices.DeleteFunc(records, func(r storage.PushRecord) bool { _, ok := known[r.ID]; return !ok })
+	err = chunks(records, func(chunk []storage.PushRecord) error {
 		args := make([]any, 0, 4*len(chunk))
-		for _, id := range chunk {
-			r := records[last[id]]
+		for _, r := range chunk {
 			args = append(args, r.ID, sqlstore.DBTime(r.PushedAt), max(r.Repushes, 0), sqlstore.DBTime(r.NextRepushAt))
 		}
-		return s.retry(ctx, func() error {
-			_, err := s.db.ExecContext(ctx, `INSERT INTO push_records (id, pushed_at, repushes, next_repush_at)
+		_, err := s.exec(ctx, `INSERT INTO push_records (id, pushed_at, repushes, next_repush_at)
 VALUES `+placeholders(len(chunk), 4)+`
 ON DUPLICATE KEY UPDATE pushed_at = VALUES(pushed_at), repushes = VALUES(repushes),
 	next_repush_at = VALUES(next_repush_at)`, args...)
-			return err
-		})
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("recording pushes: %w", err)
@@ -75,36 +68,5 @@ LIMIT ?`
 
 // DueForRepush implements storage.RepushStore (dueForRepushSQL).
 func (s *Store) DueForRepush(ctx context.Context, now time.Time, limit int) ([]storage.PushRecord, error) {
-	if limit <= 0 {
-		return nil, nil
-	}
-	rows, err := s.db.QueryContext(ctx, dueForRepushSQL, sqlstore.DBTime(now), limit)
-	if err != nil {
-		return nil, fmt.Errorf("listing enrollments due for a re-push: %w", err)
-	}
-	defer rows.Close()
-	var out []storage.PushRecord
-	for rows.Next() {
-		r, err := scanPushRecord(rows)
-		if err != nil {
-			return nil, fmt.Errorf("listing enrollments due for a re-push: %w", err)
-		}
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("listing enrollments due for a re-push: %w", err)
-	}
-	return out, nil
-}
-
-// scanPushRecord reads one push_records row: id, pushed_at, repushes,
-// next_repush_at.
-func scanPushRecord(rows *sql.Rows) (storage.PushRecord, error) {
-	var r storage.PushRecord
-	if err := rows.Scan(&r.ID, &r.PushedAt, &r.Repushes, &r.NextRepushAt); err != nil {
-		return r, err
-	}
-	r.PushedAt = r.PushedAt.UTC()
-	r.NextRepushAt = r.NextRepushAt.UTC()
-	return r, nil
+	return sqlstore.DueForRepush(ctx, s.db, dueForRepushSQL, now, limit)
 }

@@ -21,24 +21,11 @@ var (
 	_ storage.PrivateKeySealer = (*Store)(nil)
 )
 
-// scepCAName is the name of the one scep_ca row.
-const scepCAName = "default"
-
 // RetrieveSCEPCA implements storage.SCEPStore: the key is opened with the
 // store's KeySealer. PRIMARY.
 func (s *Store) RetrieveSCEPCA(ctx context.Context) (certPEM, keyPEM []byte, err error) {
-	err = s.db.QueryRowContext(ctx, "SELECT cert_pem, key_pem FROM scep_ca WHERE name = ?", scepCAName).Scan(&certPEM, &keyPEM)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return nil, nil, fmt.Errorf("mysql storage: SCEP CA: %w", storage.ErrNotFound)
-	case err != nil:
-		return nil, nil, fmt.Errorf("mysql storage: retrieving SCEP CA: %w", err)
-	}
-	keyPEM, err = s.sealer.Open(storage.SCEPCAKeyName, keyPEM)
-	if err != nil {
-		return nil, nil, fmt.Errorf("mysql storage: retrieving SCEP CA: opening key: %w", err)
-	}
-	return certPEM, keyPEM, nil
+	return sqlstore.RetrieveSCEPCA(s.db.QueryRowContext(ctx,
+		"SELECT cert_pem, key_pem FROM scep_ca WHERE name = ?", sqlstore.SCEPCAName), s.sealer)
 }
 
 // StoreSCEPCA implements storage.SCEPStore. Without replace it is a plain
@@ -51,7 +38,7 @@ func (s *Store) StoreSCEPCA(ctx context.Context, certPEM, keyPEM []byte, replace
 	}
 	query := `INSERT INTO scep_ca (name, cert_pem, key_pem, created_at, updated_at)
 VALUES (?, ?, ?, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))`
-	args := []any{scepCAName, certPEM, stored}
+	args := []any{sqlstore.SCEPCAName, certPEM, stored}
 	if replace {
 		query += `
 ON DUPLICATE KEY UPDATE cert_pem = ?, key_pem = ?, updated_at = UTC_TIMESTAMP(6)`
@@ -82,32 +69,12 @@ VALUES (?, ?, ?, ?, ?, ?, ?)`,
 	return nil
 }
 
-// challengeSelect reads SCEPChallenge columns (scanChallenge).
-const challengeSelect = `SELECT id, hash, note, created_at, expires_at, used_at, revoked_at FROM scep_challenges`
-
-// scanChallenge reads one challengeSelect row.
-func scanChallenge(sc interface{ Scan(...any) error }) (*storage.SCEPChallenge, error) {
-	var c storage.SCEPChallenge
-	var created, expires time.Time
-	var used, revoked sql.NullTime
-	if err := sc.Scan(&c.ID, &c.Hash, &c.Note, &created, &expires, &used, &revoked); err != nil {
-		return nil, err
-	}
-	c.CreatedAt, c.ExpiresAt = created.UTC(), expires.UTC()
-	c.UsedAt, c.RevokedAt = utc(used), utc(revoked)
-	return &c, nil
-}
+// challengeSelect reads sqlstore.SCEPChallengeColumns.
+const challengeSelect = `SELECT ` + sqlstore.SCEPChallengeColumns + ` FROM scep_challenges`
 
 // RetrieveSCEPChallenge implements storage.SCEPStore. PRIMARY.
 func (s *Store) RetrieveSCEPChallenge(ctx context.Context, id string) (*storage.SCEPChallenge, error) {
-	c, err := scanChallenge(s.db.QueryRowContext(ctx, challengeSelect+" WHERE id = ?", id))
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return nil, fmt.Errorf("mysql storage: SCEP challenge %q: %w", id, storage.ErrNotFound)
-	case err != nil:
-		return nil, fmt.Errorf("mysql storage: retrieving SCEP challenge %q: %w", id, err)
-	}
-	return c, nil
+	return sqlstore.RetrieveSCEPChallenge(s.db.QueryRowContext(ctx, challengeSelect+" WHERE id = ?", id), id)
 }
 
 // RevokeSCEPChallenge implements storage.SCEPStore. A challenge revoked
@@ -138,36 +105,13 @@ func (s *Store) RevokeSCEPChallenge(ctx context.Context, id string, now time.Tim
 }
 
 // ListSCEPChallenges implements storage.SCEPStore: challenges in ID order
-// (PRIMARY range). The cursor is the base64url of the last ID of the
-// previous page.
+// (PRIMARY range).
 func (s *Store) ListSCEPChallenges(ctx context.Context, p storage.Page) ([]storage.SCEPChallenge, string, error) {
-	after, err := decodeCursor(p.Cursor)
+	after, err := storage.DecodeCursor(p.Cursor)
 	if err != nil {
 		return nil, "", err
 	}
-	limit := p.Size()
-	rows, err := s.db.QueryContext(ctx, challengeSelect+" WHERE id > ? ORDER BY id LIMIT ?", after, limit+1)
-	if err != nil {
-		return nil, "", fmt.Errorf("mysql storage: listing SCEP challenges: %w", err)
-	}
-	defer rows.Close()
-	out := []storage.SCEPChallenge{}
-	for rows.Next() {
-		c, err := scanChallenge(rows)
-		if err != nil {
-			return nil, "", fmt.Errorf("mysql storage: listing SCEP challenges: %w", err)
-		}
-		out = append(out, *c)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, "", fmt.Errorf("mysql storage: listing SCEP challenges: %w", err)
-	}
-	next := ""
-	if len(out) > limit {
-		out = out[:limit]
-		next = encodeCursor(out[limit-1].ID)
-	}
-	return out, next, nil
+	return sqlstore.ListSCEPChallenges(ctx, s.db, challengeSelect+" WHERE id > ? ORDER BY id LIMIT ?", after, p.Size())
 }
 
 // PurgeSCEPChallenges implements storage.SCEPStore: one DELETE of the
@@ -185,14 +129,10 @@ func (s *Store) PurgeSCEPChallenges(ctx context.Context, before time.Time, limit
 	if limit <= 0 {
 		return 0, nil
 	}
-	res, err := s.exec(ctx, `DELETE FROM scep_challenges
+	n, err := s.execCount(ctx, `DELETE FROM scep_challenges
 WHERE used_at IS NULL AND expires_at < ?
 ORDER BY used_at, expires_at, id
 LIMIT ?`, sqlstore.DBTime(before), limit)
-	if err != nil {
-		return 0, fmt.Errorf("mysql storage: purging SCEP challenges: %w", err)
-	}
-	n, err := res.RowsAffected()
 	if err != nil {
 		return 0, fmt.Errorf("mysql storage: purging SCEP challenges: %w", err)
 	}
@@ -254,157 +194,47 @@ WHERE hash = ? AND used_at IS NULL AND revoked_at IS NULL AND expires_at > ?`,
 	return nil
 }
 
-// certSelect reads SCEPCert columns (scanCert).
-const certSelect = `SELECT serial, subject, cert_hash, not_before, not_after, issued_at, challenge_id, der FROM scep_certs`
-
-// scanCert reads one certSelect row.
-func scanCert(sc interface{ Scan(...any) error }) (*storage.SCEPCert, error) {
-	var c storage.SCEPCert
-	var challengeID sql.NullString
-	if err := sc.Scan(&c.Serial, &c.Subject, &c.CertHash, &c.NotBefore, &c.NotAfter, &c.IssuedAt, &challengeID, &c.DER); err != nil {
-		return nil, err
-	}
-	c.NotBefore, c.NotAfter, c.IssuedAt = c.NotBefore.UTC(), c.NotAfter.UTC(), c.IssuedAt.UTC()
-	c.ChallengeID = challengeID.String
-	return &c, nil
-}
+// certSelect reads sqlstore.SCEPCertColumns.
+const certSelect = `SELECT ` + sqlstore.SCEPCertColumns + ` FROM scep_certs`
 
 // RetrieveSCEPCert implements storage.SCEPStore. PRIMARY.
 func (s *Store) RetrieveSCEPCert(ctx context.Context, serial string) (*storage.SCEPCert, error) {
-	c, err := scanCert(s.db.QueryRowContext(ctx, certSelect+" WHERE serial = ?", serial))
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return nil, fmt.Errorf("mysql storage: SCEP cert %q: %w", serial, storage.ErrNotFound)
-	case err != nil:
-		return nil, fmt.Errorf("mysql storage: retrieving SCEP cert %q: %w", serial, err)
-	}
-	return c, nil
+	return sqlstore.RetrieveSCEPCert(s.db.QueryRowContext(ctx, certSelect+" WHERE serial = ?", serial), serial)
 }
 
 // ListSCEPCerts implements storage.SCEPStore: certificates in serial
-// order (PRIMARY range). The cursor is the base64url of the last serial
-// of the previous page.
+// order (PRIMARY range).
 func (s *Store) ListSCEPCerts(ctx context.Context, p storage.Page) ([]storage.SCEPCert, string, error) {
-	after, err := decodeCursor(p.Cursor)
+	after, err := storage.DecodeCursor(p.Cursor)
 	if err != nil {
 		return nil, "", err
 	}
-	limit := p.Size()
-	rows, err := s.db.QueryContext(ctx, certSelect+" WHERE serial > ? ORDER BY serial LIMIT ?", after, limit+1)
-	if err != nil {
-		return nil, "", fmt.Errorf("mysql storage: listing SCEP certs: %w", err)
-	}
-	defer rows.Close()
-	out := []storage.SCEPCert{}
-	for rows.Next() {
-		c, err := scanCert(rows)
-		if err != nil {
-			return nil, "", fmt.Errorf("mysql storage: listing SCEP certs: %w", err)
-		}
-		out = append(out, *c)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, "", fmt.Errorf("mysql storage: listing SCEP certs: %w", err)
-	}
-	next := ""
-	if len(out) > limit {
-		out = out[:limit]
-		next = encodeCursor(out[limit-1].Serial)
-	}
-	return out, next, nil
+	return sqlstore.ListSCEPCerts(ctx, s.db, certSelect+" WHERE serial > ? ORDER BY serial LIMIT ?", after, p.Size())
 }
 
-// storedKey is one private key as it is stored.
-type storedKey struct {
-	name   string // what the KeySealer binds it to
-	row    string // its row's primary key
-	update string // the compare-and-set UPDATE that rewrites it: key_pem, row, the old key_pem
-	stored []byte
-}
-
-// The UPDATEs that rewrite a stored key if it is still the one read
-// (PRIMARY).
-const (
-	updatePushKey = "UPDATE push_certs SET key_pem = ? WHERE topic = ? AND key_pem = ?"
-	updateCAKey   = "UPDATE scep_ca SET key_pem = ? WHERE name = ? AND key_pem = ?"
-)
-
-// SealPrivateKeys implements storage.PrivateKeySealer. Every key (push
-// certificates, few: a PRIMARY scan; the CA by PRIMARY) is read and
-// opened first, so a key that does not open fails the call before
-// anything is rewritten. A plaintext key is then rewritten sealed only if
-// its row still holds the bytes read, so a key another replica stored
-// meanwhile is never overwritten with the old one. The stale token stays:
-// it is derived from the plaintext key.
+// SealPrivateKeys implements storage.PrivateKeySealer: every key (push
+// certificates, few: a PRIMARY scan; the CA by PRIMARY) is read and opened
+// first (sqlstore.KeysToSeal), then each plaintext one is rewritten
+// sealed by a compare-and-set UPDATE (PRIMARY) that changes it only while
+// its row still holds the bytes read.
 func (s *Store) SealPrivateKeys(ctx context.Context) (int, error) {
-	keys, err := s.storedKeys(ctx)
+	keys, err := sqlstore.KeysToSeal(ctx, s.db, s.sealer, `SELECT 'push', topic, key_pem FROM push_certs
+UNION ALL
+SELECT 'ca', name, key_pem FROM scep_ca WHERE name = ?`, sqlstore.SCEPCAName)
 	if err != nil {
 		return 0, fmt.Errorf("mysql storage: sealing private keys: %w", err)
 	}
-	type rewrite struct {
-		key    storedKey
-		sealed []byte
-	}
-	var rewrites []rewrite
-	for _, k := range keys {
-		plain, err := s.sealer.Open(k.name, k.stored)
-		if err != nil {
-			return 0, fmt.Errorf("mysql storage: sealing private keys: %w", err)
-		}
-		if s.sealer.IsSealed(k.stored) {
-			continue
-		}
-		sealed, err := s.sealer.Seal(k.name, plain)
-		if err != nil {
-			return 0, fmt.Errorf("mysql storage: sealing private keys: %s: %w", k.name, err)
-		}
-		if s.sealer.IsSealed(sealed) {
-			rewrites = append(rewrites, rewrite{k, sealed})
-		}
-	}
 	n := 0
-	for _, r := range rewrites {
-		res, err := s.exec(ctx, r.key.update, r.sealed, r.key.row, r.key.stored)
-		if err != nil {
-			return n, fmt.Errorf("mysql storage: sealing private keys: %s: %w", r.key.name, err)
+	for _, k := range keys {
+		update := "UPDATE push_certs SET key_pem = ? WHERE topic = ? AND key_pem = ?"
+		if k.CA {
+			update = "UPDATE scep_ca SET key_pem = ? WHERE name = ? AND key_pem = ?"
 		}
-		changed, err := res.RowsAffected()
+		changed, err := s.execCount(ctx, update, k.Sealed, k.Row, k.Stored)
 		if err != nil {
-			return n, fmt.Errorf("mysql storage: sealing private keys: %s: %w", r.key.name, err)
+			return n, fmt.Errorf("mysql storage: sealing private keys: %s: %w", k.Name(), err)
 		}
 		n += int(changed)
 	}
 	return n, nil
-}
-
-// storedKeys reads every stored private key: the push certificates' and
-// the SCEP CA's.
-func (s *Store) storedKeys(ctx context.Context) ([]storedKey, error) {
-	rows, err := s.db.QueryContext(ctx, "SELECT topic, key_pem FROM push_certs ORDER BY topic")
-	if err != nil {
-		return nil, fmt.Errorf("reading push cert keys: %w", err)
-	}
-	defer rows.Close()
-	var keys []storedKey
-	for rows.Next() {
-		k := storedKey{update: updatePushKey}
-		if err := rows.Scan(&k.row, &k.stored); err != nil {
-			return nil, fmt.Errorf("reading push cert keys: %w", err)
-		}
-		k.name = storage.PushKeyNamePrefix + k.row
-		keys = append(keys, k)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("reading push cert keys: %w", err)
-	}
-	ca := storedKey{name: storage.SCEPCAKeyName, row: scepCAName, update: updateCAKey}
-	err = s.db.QueryRowContext(ctx, "SELECT key_pem FROM scep_ca WHERE name = ?", scepCAName).Scan(&ca.stored)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-	case err != nil:
-		return nil, fmt.Errorf("reading SCEP CA key: %w", err)
-	default:
-		keys = append(keys, ca)
-	}
-	return keys, nil
 }

@@ -2,11 +2,8 @@ package pgsql
 
 import (
 	"context"
-	"database/sql"
-	"errors"
-	"fmt"
 
-	"github.com/picomdm/picomdm/storage"
+	"github.com/picomdm/picomdm/storage/internal/sqlstore"
 )
 
 // enrollmentFromCertHashSQL is backed by cert_auth_associations_sha256;
@@ -16,13 +13,5 @@ const enrollmentFromCertHashSQL = `SELECT id FROM cert_auth_associations WHERE s
 
 // EnrollmentFromCertHash implements storage.CertAuthLookup.
 func (s *Store) EnrollmentFromCertHash(ctx context.Context, hash string) (string, error) {
-	var id string
-	err := s.queryRow(ctx, enrollmentFromCertHashSQL, []any{hash}, &id)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return "", fmt.Errorf("enrollment of cert hash %s: %w", hash, storage.ErrNotFound)
-	case err != nil:
-		return "", fmt.Errorf("enrollment of cert hash %s: %w", hash, err)
-	}
-	return id, nil
+	return sqlstore.EnrollmentFromCertHash(s.row(ctx, enrollmentFromCertHashSQL, hash), hash)
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/picomdm/picomdm/storage"
 	"github.com/picomdm/picomdm/storage/storagetest"
 )
 
@@ -42,5 +43,5 @@ INSERT INTO command_results (id, command_uuid, status, result) SELECT id, comman
 	if _, err := s.db.Exec("VACUUM ANALYZE enrollments, command_queue, command_results"); err != nil {
 		b.Fatal(err)
 	}
-	storagetest.BenchmarkInspectionPages(b, s, cmd.CommandUUID, encodeCursor(fmt.Sprintf("bench-%06d", benchEnrollments-500)))
+	storagetest.BenchmarkInspectionPages(b, s, cmd.CommandUUID, storage.EncodeCursor(fmt.Sprintf("bench-%06d", benchEnrollments-500)))
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/lib/pq"
 	"github.com/picomdm/picomdm/storage"
+	"github.com/picomdm/picomdm/storage/internal/sqlstore"
 )
 
 var _ storage.PrivateKeySealer = (*Store)(nil)
@@ -30,72 +31,40 @@ WHERE p.topic = k.topic AND p.key_pem = k.plain`
 	sealSCEPCAKeySQL = `UPDATE scep_ca SET key_pem = $3::bytea WHERE name = $1 AND key_pem = $2::bytea`
 )
 
-// plainKeys are the keys stored in plaintext of one table, with the
-// sealed bytes that replace them.
-type plainKeys struct {
-	rows          []string // the rows' primary keys
-	plain, sealed [][]byte
-}
-
-// add records the plaintext key of row and its sealed replacement.
-func (p *plainKeys) add(row string, plain, sealed []byte) {
-	p.rows = append(p.rows, row)
-	p.plain = append(p.plain, plain)
-	p.sealed = append(p.sealed, sealed)
-}
-
-// SealPrivateKeys implements storage.PrivateKeySealer. Every key is opened
-// before any is rewritten, so a key that does not open fails the call with
-// nothing changed.
+// SealPrivateKeys implements storage.PrivateKeySealer: every key is read
+// and opened first (sqlstore.KeysToSeal), so a key that does not open
+// fails the call with nothing changed; then the push certificates' are
+// rewritten in one statement, the CA's in another.
 func (s *Store) SealPrivateKeys(ctx context.Context) (int, error) {
-	var push, ca plainKeys
+	var keys []sqlstore.StoredKey
 	err := withRetry(ctx, func() error {
-		push, ca = plainKeys{}, plainKeys{}
-		rows, err := s.db.QueryContext(ctx, storedKeysSQL)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var table, row string
-			var stored []byte
-			if err := rows.Scan(&table, &row, &stored); err != nil {
-				return err
-			}
-			name, keys := storage.PushKeyNamePrefix+row, &push
-			if table == "ca" {
-				name, keys = storage.SCEPCAKeyName, &ca
-			}
-			plain, err := s.sealer.Open(name, stored)
-			if err != nil {
-				return err
-			}
-			if s.sealer.IsSealed(stored) {
-				continue
-			}
-			sealed, err := s.sealer.Seal(name, plain)
-			if err != nil {
-				return fmt.Errorf("%s: %w", name, err)
-			}
-			if s.sealer.IsSealed(sealed) { // else no storage key: nothing to seal with
-				keys.add(row, plain, sealed)
-			}
-		}
-		return rows.Err()
+		var err error
+		keys, err = sqlstore.KeysToSeal(ctx, s.db, s.sealer, storedKeysSQL)
+		return err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("sealing private keys: %w", err)
 	}
+	var topics []string
+	var plain, sealed [][]byte
+	var ca []sqlstore.StoredKey
+	for _, k := range keys {
+		if k.CA {
+			ca = append(ca, k)
+			continue
+		}
+		topics, plain, sealed = append(topics, k.Row), append(plain, k.Stored), append(sealed, k.Sealed)
+	}
 	n := 0
-	if len(push.rows) > 0 {
-		rewritten, err := s.execCount(ctx, sealPushKeysSQL, pq.Array(push.rows), pq.Array(push.plain), pq.Array(push.sealed))
+	if len(topics) > 0 {
+		rewritten, err := s.execCount(ctx, sealPushKeysSQL, pq.Array(topics), pq.Array(plain), pq.Array(sealed))
 		if err != nil {
 			return 0, fmt.Errorf("sealing private keys: push certificates: %w", err)
 		}
 		n += int(rewritten)
 	}
-	for i, row := range ca.rows {
-		rewritten, err := s.execCount(ctx, sealSCEPCAKeySQL, row, ca.plain[i], ca.sealed[i])
+	for _, k := range ca {
+		rewritten, err := s.execCount(ctx, sealSCEPCAKeySQL, k.Row, k.Stored, k.Sealed)
 		if err != nil {
 			return n, fmt.Errorf("sealing private keys: SCEP CA: %w", err)
 		}

@@ -3,10 +3,8 @@ package pgsql
 import (
 	"cmp"
 	"context"
-	"database/sql"
 	"fmt"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/picomdm/picomdm/storage"
@@ -61,13 +59,13 @@ RETURNING o.seq, o.id, o.enrollment_id, o.topic, o.body, o.created_at, o.state, 
 
 	retryEventSQL = `
 UPDATE outbox
-SET attempts = $3, next_attempt_at = $4, last_error = $5, claimed_by = NULL, claimed_until = NULL
-WHERE id = $1 AND claimed_by = $2`
+SET attempts = $1, next_attempt_at = $2, last_error = $3, claimed_by = NULL, claimed_until = NULL
+WHERE id = $4 AND claimed_by = $5`
 
 	setAsideEventSQL = `
 UPDATE outbox
-SET state = 'failed', attempts = $3, last_error = $4, claimed_by = NULL, claimed_until = NULL
-WHERE id = $1 AND claimed_by = $2`
+SET state = 'failed', attempts = $1, last_error = $2, claimed_by = NULL, claimed_until = NULL
+WHERE id = $3 AND claimed_by = $4`
 
 	// releaseEventsSQL drops owner's claims: the pending range of
 	// outbox_state_seq (a clean shutdown, not a request path).
@@ -133,24 +131,7 @@ func (s *Store) execCount(ctx context.Context, query string, args ...any) (int64
 
 // StoreEvent implements storage.OutboxStore (storeEventSQL).
 func (s *Store) StoreEvent(ctx context.Context, ev *storage.OutboxEvent) error {
-	if err := s.exec(ctx, storeEventSQL, eventArgs(ev)...); err != nil {
-		return fmt.Errorf("storing event %s: %w", ev.ID, err)
-	}
-	return nil
-}
-
-// eventArgs are storeEventSQL's arguments for ev (outboxCTE's too).
-func eventArgs(ev *storage.OutboxEvent) []any {
-	created := ev.CreatedAt
-	if created.IsZero() {
-		created = time.Now()
-	}
-	body := ev.Body
-	if body == nil {
-		body = []byte{}
-	}
-	return []any{ev.ID, ev.EnrollmentID, ev.Topic, body, sqlstore.DBTime(created),
-		max(ev.Attempts, 0), sqlstore.NullTime(ev.NextAttemptAt), sqlstore.LastErrorText(ev.LastError)}
+	return sqlstore.StoreEvent(ctx, s.execCount, storeEventSQL, ev)
 }
 
 // ClaimEvents implements storage.OutboxStore in one statement
@@ -196,122 +177,58 @@ func (s *Store) ClaimEvents(ctx context.Context, owner string, now, leaseUntil t
 	return out, nil
 }
 
-// claimedExec runs a statement on owner's claimed event id and answers
-// storage.ErrLeaseLost when it touched nothing.
-func (s *Store) claimedExec(ctx context.Context, what, id, query string, args ...any) error {
-	n, err := s.execCount(ctx, query, args...)
-	if err != nil {
-		return fmt.Errorf("%s event %s: %w", what, id, err)
-	}
-	if n == 0 {
-		return fmt.Errorf("%s event %s: %w", what, id, storage.ErrLeaseLost)
-	}
-	return nil
-}
-
 // CompleteEvent implements storage.OutboxStore (completeEventSQL).
 func (s *Store) CompleteEvent(ctx context.Context, id, owner string) error {
-	return s.claimedExec(ctx, "completing", id, completeEventSQL, id, owner)
+	return sqlstore.CompleteEvent(ctx, s.execCount, completeEventSQL, id, owner)
 }
 
 // RetryEvent implements storage.OutboxStore (retryEventSQL).
 func (s *Store) RetryEvent(ctx context.Context, id, owner string, attempts int, next time.Time, lastErr string) error {
-	return s.claimedExec(ctx, "retrying", id, retryEventSQL, id, owner,
-		max(attempts, 0), sqlstore.NullTime(next), sqlstore.LastErrorText(lastErr))
+	return sqlstore.RetryEvent(ctx, s.execCount, retryEventSQL, id, owner, attempts, next, lastErr)
 }
 
 // SetAsideEvent implements storage.OutboxStore (setAsideEventSQL).
 func (s *Store) SetAsideEvent(ctx context.Context, id, owner string, attempts int, lastErr string) error {
-	return s.claimedExec(ctx, "setting aside", id, setAsideEventSQL, id, owner,
-		max(attempts, 0), sqlstore.LastErrorText(lastErr))
+	return sqlstore.SetAsideEvent(ctx, s.execCount, setAsideEventSQL, id, owner, attempts, lastErr)
 }
 
 // ReleaseEvents implements storage.OutboxStore (releaseEventsSQL).
 func (s *Store) ReleaseEvents(ctx context.Context, owner string) error {
-	if _, err := s.db.ExecContext(ctx, releaseEventsSQL, owner); err != nil {
-		return fmt.Errorf("releasing events of %s: %w", owner, err)
-	}
-	return nil
+	return sqlstore.ReleaseEvents(ctx, s.execUnprepared, releaseEventsSQL, owner)
 }
 
-// ListEvents implements storage.OutboxStore (listEventsSQL). A cursor is
-// the base64url of the last seq of the previous page.
+// ListEvents implements storage.OutboxStore (listEventsSQL).
 func (s *Store) ListEvents(ctx context.Context, state string, p storage.Page) ([]storage.OutboxEvent, string, error) {
-	after, err := sqlstore.DecodeSeqCursor(p.Cursor)
-	if err != nil {
-		return nil, "", err
-	}
-	limit := sqlstore.PageLimit(p.Limit)
-	rows, err := s.db.QueryContext(ctx, listEventsSQL, state, after, limit+1)
-	if err != nil {
-		return nil, "", fmt.Errorf("listing %s events: %w", state, err)
-	}
-	defer rows.Close()
-	out := []storage.OutboxEvent{}
-	var last int64
-	for rows.Next() {
-		seq, ev, err := sqlstore.ScanOutboxEvent(rows)
-		if err != nil {
-			return nil, "", fmt.Errorf("listing %s events: %w", state, err)
-		}
-		if len(out) == limit {
-			return out, storage.EncodeCursor(strconv.FormatInt(last, 10)), nil
-		}
-		last = seq
-		out = append(out, ev)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, "", fmt.Errorf("listing %s events: %w", state, err)
-	}
-	return out, "", nil
+	return sqlstore.ListEvents(ctx, s.db, listEventsSQL, state, p)
 }
 
 // RedeliverEvent implements storage.OutboxStore (redeliverEventSQL).
 func (s *Store) RedeliverEvent(ctx context.Context, id string) error {
-	n, err := s.execCount(ctx, redeliverEventSQL, id)
-	if err != nil {
-		return fmt.Errorf("redelivering event %s: %w", id, err)
-	}
-	if n == 0 {
-		return fmt.Errorf("redelivering event %s: no such failed event: %w", id, storage.ErrNotFound)
-	}
-	return nil
+	return sqlstore.RedeliverEvent(ctx, s.execCount, redeliverEventSQL, id)
 }
 
 // DropEvent implements storage.OutboxStore (dropEventSQL).
 func (s *Store) DropEvent(ctx context.Context, id string) error {
-	n, err := s.execCount(ctx, dropEventSQL, id)
-	if err != nil {
-		return fmt.Errorf("dropping event %s: %w", id, err)
-	}
-	if n == 0 {
-		return fmt.Errorf("dropping event %s: %w", id, storage.ErrNotFound)
-	}
-	return nil
+	return sqlstore.DropEvent(ctx, s.execCount, dropEventSQL, id)
 }
 
 // OutboxStats implements storage.OutboxStore (outboxStatsSQL).
 func (s *Store) OutboxStats(ctx context.Context) (storage.OutboxStats, error) {
-	var st storage.OutboxStats
-	var oldest sql.NullTime
-	if err := s.db.QueryRowContext(ctx, outboxStatsSQL).Scan(&st.Pending, &st.Failed, &oldest); err != nil {
-		return st, fmt.Errorf("outbox stats: %w", err)
-	}
-	st.OldestPending = sqlstore.UTC(oldest)
-	return st, nil
+	return sqlstore.OutboxStats(ctx, s.db, outboxStatsSQL)
 }
 
 // TrimOutbox implements storage.OutboxStore (sqlstore.TrimOutbox with
 // trimFailedSQL and trimOldestSQL).
 func (s *Store) TrimOutbox(ctx context.Context, maxEvents int, failedBefore time.Time) (int, error) {
-	return sqlstore.TrimOutbox(ctx, s.db, s.batchExec, sqlstore.TrimQueries{
+	return sqlstore.TrimOutbox(ctx, s.db, s.execUnprepared, sqlstore.TrimQueries{
 		Failed: trimFailedSQL, Oldest: trimOldestSQL, Count: `SELECT count(*) FROM outbox`,
 	}, purgeBatch, maxEvents, failedBefore)
 }
 
-// batchExec runs one statement of a batched DELETE, retrying transient
-// conflicts, and returns the rows it deleted.
-func (s *Store) batchExec(ctx context.Context, query string, args ...any) (int64, error) {
+// execUnprepared runs a statement that is not on the request path (a
+// batch of a trim, a shutdown's release) without preparing it, retrying
+// transient conflicts, and returns the rows it affected.
+func (s *Store) execUnprepared(ctx context.Context, query string, args ...any) (int64, error) {
 	var n int64
 	err := withRetry(ctx, func() error {
 		res, err := s.db.ExecContext(ctx, query, args...)

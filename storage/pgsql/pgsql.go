@@ -28,10 +28,8 @@ import (
 	"time"
 
 	"github.com/lib/pq"
-	pmlog "github.com/picomdm/picomdm/log"
 	"github.com/picomdm/picomdm/storage"
 	"github.com/picomdm/picomdm/storage/internal/sqlstore"
-	"github.com/picomdm/picomdm/storage/keyseal"
 )
 
 //go:embed schema/*.sql
@@ -81,30 +79,24 @@ var (
 )
 
 // Option configures a Store beyond its DSN and -storage-options.
-type Option func(*config)
-
-type config struct {
-	logger         *slog.Logger
-	migrateTimeout time.Duration
-	sealer         storage.KeySealer
-}
+type Option func(*sqlstore.Config)
 
 // WithLogger sets the logger the store reports to (migrations, the
 // purge, server warnings), so its lines take the process's log
 // format; nil means slog.Default(). Every line carries storage=pgsql.
-func WithLogger(logger *slog.Logger) Option { return func(c *config) { c.logger = logger } }
+func WithLogger(logger *slog.Logger) Option { return sqlstore.Logger(logger) }
 
 // WithMigrateTimeout bounds how long Open waits for the migration lock
 // (another replica migrating) and applies the migrations, default
 // sqlstore.DefaultMigrateTimeout; past it Open fails with an error wrapping
 // context.DeadlineExceeded. 0 or less keeps the default.
-func WithMigrateTimeout(d time.Duration) Option { return func(c *config) { c.migrateTimeout = d } }
+func WithMigrateTimeout(d time.Duration) Option { return sqlstore.MigrateTimeout(d) }
 
 // WithKeySealer sets the KeySealer that seals the private keys the store
 // writes (push certificates' and the SCEP CA's) and opens those it reads
 // (-storage-key); nil means keyseal.None: keys are stored as they are, and
 // sealed ones are refused.
-func WithKeySealer(s storage.KeySealer) Option { return func(c *config) { c.sealer = s } }
+func WithKeySealer(s storage.KeySealer) Option { return sqlstore.Sealer(s) }
 
 // Open connects to the PostgreSQL database named by dsn (a lib/pq DSN:
 // "postgres://user@host/db?sslmode=disable" or "host=… dbname=…"),
@@ -118,14 +110,7 @@ func WithKeySealer(s storage.KeySealer) Option { return func(c *config) { c.seal
 // Unless it sets plan_cache_mode, each connection plans every execution of
 // the prepared request-path statements afresh (see customPlans).
 func Open(dsn string, options map[string]string, with ...Option) (*Store, error) {
-	c := config{migrateTimeout: sqlstore.DefaultMigrateTimeout}
-	for _, opt := range with {
-		opt(&c)
-	}
-	if c.migrateTimeout <= 0 {
-		c.migrateTimeout = sqlstore.DefaultMigrateTimeout
-	}
-	logger := pmlog.Or(c.logger).With("storage", "pgsql")
+	c := sqlstore.NewConfig("pgsql", with)
 	opts, err := sqlstore.ParseOptions(options)
 	if err != nil {
 		return nil, fmt.Errorf("pgsql: %w", err)
@@ -159,16 +144,16 @@ func Open(dsn string, options map[string]string, with ...Option) (*Store, error)
 		return nil, fmt.Errorf("pgsql: connecting: %w", err)
 	}
 	if opts.Migrate {
-		ctx, cancel := context.WithTimeout(context.Background(), c.migrateTimeout)
-		err := migrate(ctx, db, logger)
+		ctx, cancel := context.WithTimeout(context.Background(), c.MigrateTimeout)
+		err := migrate(ctx, db, c.Logger)
 		cancel()
 		if err != nil {
 			db.Close()
 			return nil, fmt.Errorf("pgsql: %w", err)
 		}
 	}
-	warnIfNoAutovacuum(db, logger)
-	s := &Store{db: db, opts: opts, stmts: stmtCache{db: db}, logger: logger, sealer: keyseal.Or(c.sealer), seen: sqlstore.NewThrottle(seenInterval)}
+	warnIfNoAutovacuum(db, c.Logger)
+	s := &Store{db: db, opts: opts, stmts: stmtCache{db: db}, logger: c.Logger, sealer: c.Sealer, seen: sqlstore.NewThrottle(seenInterval)}
 	return s, nil
 }
 

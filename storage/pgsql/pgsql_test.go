@@ -19,6 +19,7 @@ import (
 	"github.com/picomdm/picomdm/storage"
 	"github.com/picomdm/picomdm/storage/inmem"
 	"github.com/picomdm/picomdm/storage/internal/sqlstore"
+	"github.com/picomdm/picomdm/storage/internal/sqlstore/sqlstoretest"
 	"github.com/picomdm/picomdm/storage/storagetest"
 	"github.com/picomdm/picomdm/test/sqltest"
 )
@@ -31,18 +32,10 @@ func TestMain(m *testing.M) {
 }
 
 // open opens a store on dsn and closes it when the test ends.
-func open(tb testing.TB, dsn string, options map[string]string) *Store {
+func open(tb testing.TB, dsn string, options map[string]string, with ...Option) *Store {
 	tb.Helper()
-	s, err := Open(dsn, options)
-	if err != nil {
-		tb.Fatalf("Open: %v", err)
-	}
-	tb.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			tb.Errorf("Close: %v", err)
-		}
-	})
-	return s
+	s, err := Open(dsn, options, with...)
+	return sqlstoretest.Closing(tb, s, err)
 }
 
 // openFresh opens a store on a new throw-away database (dropped when the
@@ -82,46 +75,14 @@ func TestConformanceDeleteOption(t *testing.T) {
 // migrate successfully, and each migration is applied exactly once.
 func TestOpenConcurrently(t *testing.T) {
 	dsn := sqltest.PostgreSQL(t)
-	const replicas = 4
-	stores := make([]*Store, replicas)
-	errs := make([]error, replicas)
-	var wg sync.WaitGroup
-	for i := range replicas {
-		wg.Go(func() { stores[i], errs[i] = Open(dsn, map[string]string{"max_open_conns": "4"}) })
-	}
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Fatalf("replica %d: Open: %v", i, err)
-		}
-		t.Cleanup(func() { stores[i].Close() })
-	}
-	files, err := schemaFS.ReadDir("schema")
+	stores := sqlstoretest.OpenReplicas(t, 4, func() (*Store, error) {
+		return Open(dsn, map[string]string{"max_open_conns": "4"})
+	})
+	ms, err := sqlstore.LoadMigrations(schemaFS, "schema")
 	if err != nil {
 		t.Fatal(err)
 	}
-	rows, err := stores[0].db.Query(`SELECT version, count(*) FROM schema_migrations GROUP BY version ORDER BY version`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	n := 0
-	for rows.Next() {
-		var version, count int
-		if err := rows.Scan(&version, &count); err != nil {
-			t.Fatal(err)
-		}
-		n++
-		if version != n || count != 1 {
-			t.Fatalf("schema_migrations: version %d recorded %d times, want version %d once", version, count, n)
-		}
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	if n != len(files) {
-		t.Fatalf("schema_migrations has %d versions, want %d", n, len(files))
-	}
+	sqlstoretest.MigratedOnce(t, stores[0].db, ms)
 	// And once more, now that the schema is current: nothing to do.
 	s := open(t, dsn, nil)
 	if err := s.Ping(context.Background()); err != nil {
@@ -545,20 +506,7 @@ func TestNextCommandPlan(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer tx.Rollback() // EXPLAIN ANALYZE of a write must not keep it
-			rows, err := tx.Query("EXPLAIN (ANALYZE, COSTS OFF) "+tc.query, tc.args...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var plan []string
-			for rows.Next() {
-				var line string
-				if err := rows.Scan(&line); err != nil {
-					t.Fatal(err)
-				}
-				plan = append(plan, line)
-			}
-			rows.Close()
-			text := strings.Join(plan, "\n")
+			text := strings.Join(explain(t, tx, "ANALYZE, COSTS OFF", tc.query, tc.args...), "\n")
 			for _, idx := range tc.want {
 				if !strings.Contains(text, idx) {
 					t.Fatalf("plan does not use %s:\n%s", idx, text)
@@ -572,6 +520,13 @@ func TestNextCommandPlan(t *testing.T) {
 }
 
 // Helpers.
+
+// explain runs query with args under EXPLAIN (options) on q and returns
+// the plan's lines.
+func explain(t *testing.T, q sqlstore.Querier, options, query string, args ...any) []string {
+	t.Helper()
+	return sqlstoretest.Column(t, q, "EXPLAIN ("+options+") "+query, args...)
+}
 
 func mustEnqueue(tb testing.TB, s *Store, cmd *mdm.Command, ids ...string) {
 	tb.Helper()
@@ -727,19 +682,7 @@ func TestNextCommandCostFlat(t *testing.T) {
 		mustEnqueue(t, s, storagetest.NewCommand("Pending"), d.ID())
 		// What real round trips leave: see BenchmarkNextCommandDeviceFlow.
 		mustExec(t, s, `VACUUM ANALYZE command_queue`)
-		var plan []string
-		rows, err := s.db.Query("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, FORMAT TEXT) "+nextSQL, d.ID())
-		if err != nil {
-			t.Fatal(err)
-		}
-		for rows.Next() {
-			var line string
-			if err := rows.Scan(&line); err != nil {
-				t.Fatal(err)
-			}
-			plan = append(plan, line)
-		}
-		rows.Close()
+		plan := explain(t, s.db, "ANALYZE, BUFFERS, COSTS OFF, FORMAT TEXT", nextSQL, d.ID())
 		// The top node's "Buffers: shared hit=N read=M" covers the
 		// whole statement.
 		for _, line := range plan {

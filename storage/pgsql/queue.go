@@ -10,6 +10,7 @@ import (
 
 	"github.com/picomdm/picomdm/mdm"
 	"github.com/picomdm/picomdm/storage"
+	"github.com/picomdm/picomdm/storage/internal/sqlstore"
 )
 
 // How a command report is stored (DESIGN.md §2): each kind is one
@@ -275,7 +276,7 @@ func (s *Store) report(r *mdm.Request, report *mdm.CommandResults, withNext bool
 		args = append(args, report.CommandUUID, rawOrEmpty(report.Raw))
 	}
 	if event != nil {
-		args = append(args, eventArgs(event)...)
+		args = append(args, sqlstore.EventArgs(event)...)
 	}
 	return reportSQL[v], args, v.seen
 }

@@ -3,11 +3,12 @@ package pgsql
 import (
 	"context"
 	"fmt"
-	"github.com/picomdm/picomdm/storage/internal/sqlstore"
+	"slices"
 	"time"
 
 	"github.com/lib/pq"
 	"github.com/picomdm/picomdm/storage"
+	"github.com/picomdm/picomdm/storage/internal/sqlstore"
 )
 
 var _ storage.RepushStore = (*Store)(nil)
@@ -60,25 +61,19 @@ func timeText(t time.Time) string { return sqlstore.DBTime(t).Format(time.RFC333
 
 // RecordPushes implements storage.RepushStore in one statement
 // (recordPushesSQL). A later record of the same ID in records replaces an
-// earlier one.
+// earlier one (sqlstore.LatestPushRecords); IDs PostgreSQL cannot store
+// name no enrollment and are skipped.
 func (s *Store) RecordPushes(ctx context.Context, records []storage.PushRecord) error {
-	last := make(map[string]int, len(records))
-	for i, r := range records {
-		if storable(r.ID) {
-			last[r.ID] = i
-		}
-	}
-	if len(last) == 0 {
+	records = slices.DeleteFunc(sqlstore.LatestPushRecords(records),
+		func(r storage.PushRecord) bool { return !storable(r.ID) })
+	if len(records) == 0 {
 		return nil
 	}
 	var (
 		ids, pushed, next []string
 		repushes          []int64
 	)
-	for i, r := range records {
-		if j, ok := last[r.ID]; !ok || j != i {
-			continue
-		}
+	for _, r := range records {
 		ids = append(ids, r.ID)
 		pushed = append(pushed, timeText(r.PushedAt))
 		repushes = append(repushes, int64(max(r.Repushes, 0)))
@@ -92,26 +87,5 @@ func (s *Store) RecordPushes(ctx context.Context, records []storage.PushRecord) 
 
 // DueForRepush implements storage.RepushStore (dueForRepushSQL).
 func (s *Store) DueForRepush(ctx context.Context, now time.Time, limit int) ([]storage.PushRecord, error) {
-	if limit <= 0 {
-		return nil, nil
-	}
-	rows, err := s.db.QueryContext(ctx, dueForRepushSQL, sqlstore.DBTime(now), limit)
-	if err != nil {
-		return nil, fmt.Errorf("listing enrollments due for a re-push: %w", err)
-	}
-	defer rows.Close()
-	var out []storage.PushRecord
-	for rows.Next() {
-		var r storage.PushRecord
-		if err := rows.Scan(&r.ID, &r.PushedAt, &r.Repushes, &r.NextRepushAt); err != nil {
-			return nil, fmt.Errorf("listing enrollments due for a re-push: %w", err)
-		}
-		r.PushedAt = r.PushedAt.UTC()
-		r.NextRepushAt = r.NextRepushAt.UTC()
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("listing enrollments due for a re-push: %w", err)
-	}
-	return out, nil
+	return sqlstore.DueForRepush(ctx, s.db, dueForRepushSQL, now, limit)
 }

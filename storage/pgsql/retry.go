@@ -2,6 +2,7 @@ package pgsql
 
 import (
 	"context"
+	"database/sql"
 
 	"github.com/lib/pq"
 	"github.com/lib/pq/pqerror"
@@ -27,4 +28,10 @@ func retryable(err error) bool {
 // with a transient conflict, at most maxAttempts times (sqlstore.Retry).
 func withRetry(ctx context.Context, op func() error) error {
 	return sqlstore.Retry(ctx, maxAttempts, retryable, op)
+}
+
+// inTx runs fn in a transaction, committed if fn returns nil, run again
+// on a transient conflict.
+func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	return withRetry(ctx, func() error { return sqlstore.InTx(ctx, s.db, fn) })
 }

@@ -10,15 +10,13 @@ import (
 	"github.com/lib/pq"
 	"github.com/lib/pq/pqerror"
 	"github.com/picomdm/picomdm/storage"
+	"github.com/picomdm/picomdm/storage/internal/sqlstore"
 )
 
 // The built-in SCEP CA's storage (storage.SCEPStore): the CA, its one-time
 // challenges and the certificates it issued (schema/0005_scep.sql).
 
 var _ storage.SCEPStore = (*Store)(nil)
-
-// scepCAName is the name of the CA's one row.
-const scepCAName = "default"
 
 // SCEP CA statements. Index: scep_ca primary key. Creating inserts nothing
 // when the row exists (RETURNING then returns no row): of two replicas
@@ -38,22 +36,10 @@ ON CONFLICT (name) DO UPDATE SET
 RETURNING name`
 )
 
-// RetrieveSCEPCA implements storage.SCEPStore. A key that does not open
-// with the store's KeySealer is an error (wrapping keyseal.ErrNoKey or
-// keyseal.ErrWrongKey).
+// RetrieveSCEPCA implements storage.SCEPStore (retrieveSCEPCASQL): a key
+// that does not open with the store's KeySealer is an error.
 func (s *Store) RetrieveSCEPCA(ctx context.Context) (certPEM, keyPEM []byte, err error) {
-	err = s.queryRow(ctx, retrieveSCEPCASQL, []any{scepCAName}, &certPEM, &keyPEM)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, nil, fmt.Errorf("retrieving SCEP CA: %w", storage.ErrNotFound)
-	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("retrieving SCEP CA: %w", err)
-	}
-	keyPEM, err = s.sealer.Open(storage.SCEPCAKeyName, keyPEM)
-	if err != nil {
-		return nil, nil, fmt.Errorf("retrieving SCEP CA: opening its key: %w", err)
-	}
-	return certPEM, keyPEM, nil
+	return sqlstore.RetrieveSCEPCA(s.row(ctx, retrieveSCEPCASQL, sqlstore.SCEPCAName), s.sealer)
 }
 
 // StoreSCEPCA implements storage.SCEPStore. The key is stored sealed by the
@@ -68,7 +54,7 @@ func (s *Store) StoreSCEPCA(ctx context.Context, certPEM, keyPEM []byte, replace
 		query = replaceSCEPCASQL
 	}
 	var name string
-	err = s.queryRow(ctx, query, []any{scepCAName, certPEM, sealed}, &name)
+	err = s.queryRow(ctx, query, []any{sqlstore.SCEPCAName, certPEM, sealed}, &name)
 	if errors.Is(err, sql.ErrNoRows) {
 		return fmt.Errorf("storing SCEP CA: %w", storage.ErrExists)
 	}
@@ -84,7 +70,7 @@ const (
 	createSCEPChallengeSQL = `
 INSERT INTO scep_challenges (id, hash, note, created_at, expires_at, used_at, revoked_at)
 VALUES ($1, $2, $3, $4::timestamptz, $5::timestamptz, $6::timestamptz, $7::timestamptz)`
-	scepChallengeSelect      = `SELECT id, hash, note, created_at, expires_at, used_at, revoked_at FROM scep_challenges`
+	scepChallengeSelect      = `SELECT ` + sqlstore.SCEPChallengeColumns + ` FROM scep_challenges`
 	retrieveSCEPChallengeSQL = scepChallengeSelect + ` WHERE id = $1`
 	listSCEPChallengesSQL    = scepChallengeSelect + ` WHERE id > $1 ORDER BY id LIMIT $2`
 	// Revoking again keeps the first time.
@@ -137,28 +123,13 @@ func (s *Store) CreateSCEPChallenge(ctx context.Context, c *storage.SCEPChalleng
 	return nil
 }
 
-// RetrieveSCEPChallenge implements storage.SCEPStore.
+// RetrieveSCEPChallenge implements storage.SCEPStore
+// (retrieveSCEPChallengeSQL).
 func (s *Store) RetrieveSCEPChallenge(ctx context.Context, id string) (*storage.SCEPChallenge, error) {
 	if !storable(id) {
 		return nil, fmt.Errorf("retrieving SCEP challenge %q: %w", id, storage.ErrNotFound)
 	}
-	st, err := s.stmts.get(ctx, retrieveSCEPChallengeSQL)
-	if err != nil {
-		return nil, fmt.Errorf("retrieving SCEP challenge %q: %w", id, err)
-	}
-	var c *storage.SCEPChallenge
-	err = withRetry(ctx, func() error {
-		var scanErr error
-		c, scanErr = scanSCEPChallenge(st.QueryRowContext(ctx, id))
-		return scanErr
-	})
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("retrieving SCEP challenge %q: %w", id, storage.ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("retrieving SCEP challenge %q: %w", id, err)
-	}
-	return c, nil
+	return sqlstore.RetrieveSCEPChallenge(s.row(ctx, retrieveSCEPChallengeSQL, id), id)
 }
 
 // RevokeSCEPChallenge implements storage.SCEPStore.
@@ -177,55 +148,27 @@ func (s *Store) RevokeSCEPChallenge(ctx context.Context, id string, now time.Tim
 	return nil
 }
 
-// ListSCEPChallenges implements storage.SCEPStore: a keyset page of the
-// primary key, read with one extra row that says whether a next page
-// exists; the cursor is the base64url of the page's last ID, as
-// ListEnrollments'.
+// ListSCEPChallenges implements storage.SCEPStore (listSCEPChallengesSQL):
+// a keyset page of the primary key.
 func (s *Store) ListSCEPChallenges(ctx context.Context, p storage.Page) ([]storage.SCEPChallenge, string, error) {
-	after, err := decodeCursor(p.Cursor)
+	after, err := storableCursor(p.Cursor)
 	if err != nil {
 		return nil, "", fmt.Errorf("listing SCEP challenges: %w", err)
 	}
-	if !storable(after) {
-		return nil, "", fmt.Errorf("listing SCEP challenges: cursor %q: %w", p.Cursor, storage.ErrBadCursor)
-	}
-	limit := p.Size()
-	rows, err := s.db.QueryContext(ctx, listSCEPChallengesSQL, after, limit+1)
-	if err != nil {
-		return nil, "", fmt.Errorf("listing SCEP challenges: %w", err)
-	}
-	defer rows.Close()
-	out := []storage.SCEPChallenge{}
-	for rows.Next() {
-		c, err := scanSCEPChallenge(rows)
-		if err != nil {
-			return nil, "", fmt.Errorf("listing SCEP challenges: %w", err)
-		}
-		out = append(out, *c)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, "", fmt.Errorf("listing SCEP challenges: %w", err)
-	}
-	next := ""
-	if len(out) > limit {
-		out = out[:limit]
-		next = encodeCursor(out[limit-1].ID)
-	}
-	return out, next, nil
+	return sqlstore.ListSCEPChallenges(ctx, s.db, listSCEPChallengesSQL, after, p.Size())
 }
 
-// scanSCEPChallenge reads one row of scepChallengeSelect.
-func scanSCEPChallenge(sc interface{ Scan(...any) error }) (*storage.SCEPChallenge, error) {
-	var c storage.SCEPChallenge
-	var used, revoked sql.NullTime
-	if err := sc.Scan(&c.ID, &c.Hash, &c.Note, &c.CreatedAt, &c.ExpiresAt, &used, &revoked); err != nil {
-		return nil, err
+// storableCursor returns the key a listing's cursor names: a cursor
+// PostgreSQL could not compare is none this backend issued.
+func storableCursor(cursor string) (string, error) {
+	after, err := storage.DecodeCursor(cursor)
+	if err != nil {
+		return "", err
 	}
-	c.CreatedAt = c.CreatedAt.UTC()
-	c.ExpiresAt = c.ExpiresAt.UTC()
-	c.UsedAt = utc(used)
-	c.RevokedAt = utc(revoked)
-	return &c, nil
+	if !storable(after) {
+		return "", fmt.Errorf("cursor %q: %w", cursor, storage.ErrBadCursor)
+	}
+	return after, nil
 }
 
 // Issued certificate statements. Index: scep_certs primary key.
@@ -253,7 +196,7 @@ WITH used AS (
 INSERT INTO scep_certs (serial, subject, cert_hash, not_before, not_after, issued_at, der, challenge_id)
 SELECT $1, $2, $3, $4::timestamptz, $5::timestamptz, $6::timestamptz, $7::bytea, used.id FROM used
 RETURNING challenge_id`
-	scepCertSelect      = `SELECT serial, subject, cert_hash, not_before, not_after, issued_at, challenge_id, der FROM scep_certs`
+	scepCertSelect      = `SELECT ` + sqlstore.SCEPCertColumns + ` FROM scep_certs`
 	retrieveSCEPCertSQL = scepCertSelect + ` WHERE serial = $1`
 	listSCEPCertsSQL    = scepCertSelect + ` WHERE serial > $1 ORDER BY serial LIMIT $2`
 )
@@ -289,77 +232,22 @@ func (s *Store) StoreSCEPCert(ctx context.Context, c *storage.SCEPCert, challeng
 	return nil
 }
 
-// RetrieveSCEPCert implements storage.SCEPStore.
+// RetrieveSCEPCert implements storage.SCEPStore (retrieveSCEPCertSQL).
 func (s *Store) RetrieveSCEPCert(ctx context.Context, serial string) (*storage.SCEPCert, error) {
 	if !storable(serial) {
 		return nil, fmt.Errorf("retrieving SCEP cert %q: %w", serial, storage.ErrNotFound)
 	}
-	st, err := s.stmts.get(ctx, retrieveSCEPCertSQL)
-	if err != nil {
-		return nil, fmt.Errorf("retrieving SCEP cert %q: %w", serial, err)
-	}
-	var c *storage.SCEPCert
-	err = withRetry(ctx, func() error {
-		var scanErr error
-		c, scanErr = scanSCEPCert(st.QueryRowContext(ctx, serial))
-		return scanErr
-	})
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("retrieving SCEP cert %q: %w", serial, storage.ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("retrieving SCEP cert %q: %w", serial, err)
-	}
-	return c, nil
+	return sqlstore.RetrieveSCEPCert(s.row(ctx, retrieveSCEPCertSQL, serial), serial)
 }
 
-// ListSCEPCerts implements storage.SCEPStore: a keyset page of the primary
-// key, as ListSCEPChallenges.
+// ListSCEPCerts implements storage.SCEPStore (listSCEPCertsSQL): a keyset
+// page of the primary key, as ListSCEPChallenges.
 func (s *Store) ListSCEPCerts(ctx context.Context, p storage.Page) ([]storage.SCEPCert, string, error) {
-	after, err := decodeCursor(p.Cursor)
+	after, err := storableCursor(p.Cursor)
 	if err != nil {
 		return nil, "", fmt.Errorf("listing SCEP certs: %w", err)
 	}
-	if !storable(after) {
-		return nil, "", fmt.Errorf("listing SCEP certs: cursor %q: %w", p.Cursor, storage.ErrBadCursor)
-	}
-	limit := p.Size()
-	rows, err := s.db.QueryContext(ctx, listSCEPCertsSQL, after, limit+1)
-	if err != nil {
-		return nil, "", fmt.Errorf("listing SCEP certs: %w", err)
-	}
-	defer rows.Close()
-	out := []storage.SCEPCert{}
-	for rows.Next() {
-		c, err := scanSCEPCert(rows)
-		if err != nil {
-			return nil, "", fmt.Errorf("listing SCEP certs: %w", err)
-		}
-		out = append(out, *c)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, "", fmt.Errorf("listing SCEP certs: %w", err)
-	}
-	next := ""
-	if len(out) > limit {
-		out = out[:limit]
-		next = encodeCursor(out[limit-1].Serial)
-	}
-	return out, next, nil
-}
-
-// scanSCEPCert reads one row of scepCertSelect.
-func scanSCEPCert(sc interface{ Scan(...any) error }) (*storage.SCEPCert, error) {
-	var c storage.SCEPCert
-	var challengeID sql.NullString
-	if err := sc.Scan(&c.Serial, &c.Subject, &c.CertHash, &c.NotBefore, &c.NotAfter, &c.IssuedAt, &challengeID, &c.DER); err != nil {
-		return nil, err
-	}
-	c.NotBefore = c.NotBefore.UTC()
-	c.NotAfter = c.NotAfter.UTC()
-	c.IssuedAt = c.IssuedAt.UTC()
-	c.ChallengeID = challengeID.String
-	return &c, nil
+	return sqlstore.ListSCEPCerts(ctx, s.db, listSCEPCertsSQL, after, p.Size())
 }
 
 // isUniqueViolation reports whether err is a unique (or primary) key

@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"fmt"
 	"sync"
+
+	"github.com/picomdm/picomdm/storage/internal/sqlstore"
 )
 
 // stmtCache prepares the statements of the request path once per process
@@ -73,4 +75,10 @@ func (s *Store) queryRow(ctx context.Context, query string, args []any, dest ...
 	return withRetry(ctx, func() error {
 		return st.QueryRowContext(ctx, args...).Scan(dest...)
 	})
+}
+
+// row is queryRow as a sqlstore.RowScanner: the query runs when the row
+// is scanned.
+func (s *Store) row(ctx context.Context, query string, args ...any) sqlstore.RowScanner {
+	return sqlstore.ScanFunc(func(dest ...any) error { return s.queryRow(ctx, query, args, dest...) })
 }

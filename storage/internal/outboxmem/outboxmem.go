@@ -6,6 +6,7 @@ package outboxmem
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -86,15 +87,7 @@ func (o *Outbox) Load(e *Entry) {
 
 func (o *Outbox) insertPending(e *Entry) {
 	q := o.pending[e.Event.EnrollmentID]
-	i, _ := slices.BinarySearchFunc(q, e.Seq, func(c *Entry, seq uint64) int {
-		switch {
-		case c.Seq < seq:
-			return -1
-		case c.Seq > seq:
-			return 1
-		}
-		return 0
-	})
+	i, _ := slices.BinarySearchFunc(q, e.Seq, func(c *Entry, seq uint64) int { return cmp.Compare(c.Seq, seq) })
 	o.pending[e.Event.EnrollmentID] = slices.Insert(q, i, e)
 }
 
@@ -199,7 +192,7 @@ func (o *Outbox) ClaimEvents(_ context.Context, owner string, now, leaseUntil ti
 		}
 		heads = append(heads, e)
 	}
-	slices.SortFunc(heads, func(a, b *Entry) int { return cmpSeq(a.Seq, b.Seq) })
+	slices.SortFunc(heads, func(a, b *Entry) int { return cmp.Compare(a.Seq, b.Seq) })
 	if len(heads) > limit {
 		heads = heads[:max(limit, 0)]
 	}
@@ -213,16 +206,6 @@ func (o *Outbox) ClaimEvents(_ context.Context, owner string, now, leaseUntil ti
 		evs = append(evs, ev)
 	}
 	return evs, nil
-}
-
-func cmpSeq(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // held returns event id if owner holds its claim.
@@ -328,10 +311,7 @@ func (o *Outbox) ListEvents(_ context.Context, state string, p storage.Page) ([]
 	if err != nil {
 		return nil, "", fmt.Errorf("listing %s events: %w", state, err)
 	}
-	limit := p.Limit
-	if limit <= 0 || limit > storage.MaxPageLimit {
-		limit = storage.MaxPageLimit
-	}
+	limit := p.Size()
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	var match []*Entry
@@ -340,7 +320,7 @@ func (o *Outbox) ListEvents(_ context.Context, state string, p storage.Page) ([]
 			match = append(match, e)
 		}
 	}
-	slices.SortFunc(match, func(a, b *Entry) int { return cmpSeq(a.Seq, b.Seq) })
+	slices.SortFunc(match, func(a, b *Entry) int { return cmp.Compare(a.Seq, b.Seq) })
 	next := ""
 	if len(match) > limit {
 		match = match[:limit]
@@ -426,7 +406,7 @@ func (o *Outbox) TrimOutbox(_ context.Context, maxEvents int, failedBefore time.
 			pending = append(pending, e)
 		}
 	}
-	bySeq := func(a, b *Entry) int { return cmpSeq(a.Seq, b.Seq) }
+	bySeq := func(a, b *Entry) int { return cmp.Compare(a.Seq, b.Seq) }
 	slices.SortFunc(failed, bySeq)
 	slices.SortFunc(pending, bySeq)
 	var victims []*Entry

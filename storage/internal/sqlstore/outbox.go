@@ -85,17 +85,13 @@ type TrimQueries struct {
 	Failed, Oldest, Count string
 }
 
-// BatchExec runs a statement, retrying as the backend retries transient
-// conflicts, and returns the rows it affected.
-type BatchExec func(ctx context.Context, query string, args ...any) (int64, error)
-
 // TrimOutbox is storage.OutboxStore.TrimOutbox for both SQL backends,
 // batch rows per DELETE (each a short transaction): the failed events
 // stored before failedBefore, then, while the outbox holds more than
 // maxEvents, the oldest failed events and then the oldest pending ones.
 // The count is taken once: events stored meanwhile are left for the next
 // trim.
-func TrimOutbox(ctx context.Context, db *sql.DB, exec BatchExec, q TrimQueries, batch, maxEvents int, failedBefore time.Time) (int, error) {
+func TrimOutbox(ctx context.Context, db Querier, exec ExecFunc, q TrimQueries, batch, maxEvents int, failedBefore time.Time) (int, error) {
 	total := 0
 	if !failedBefore.IsZero() {
 		n, err := trimBatches(ctx, exec, batch, -1, q.Failed, DBTime(failedBefore))
@@ -129,7 +125,7 @@ func TrimOutbox(ctx context.Context, db *sql.DB, exec BatchExec, q TrimQueries, 
 // trimBatches runs query (whose last placeholder is the batch size) until
 // it deleted upTo rows (-1: until a run deletes less than a batch) and
 // returns the rows deleted.
-func trimBatches(ctx context.Context, exec BatchExec, batch, upTo int, query string, args ...any) (int, error) {
+func trimBatches(ctx context.Context, exec ExecFunc, batch, upTo int, query string, args ...any) (int, error) {
 	total := 0
 	for upTo < 0 || total < upTo {
 		size := batch
@@ -146,4 +142,138 @@ func trimBatches(ctx context.Context, exec BatchExec, batch, upTo int, query str
 		}
 	}
 	return total, nil
+}
+
+// EventArgs are the arguments, in order, of a dialect's statement storing
+// ev as a new pending event (the state is the statement's own): id,
+// enrollment_id, topic, body, created_at, attempts, next_attempt_at,
+// last_error. A zero CreatedAt is now.
+func EventArgs(ev *storage.OutboxEvent) []any {
+	created := ev.CreatedAt
+	if created.IsZero() {
+		created = time.Now()
+	}
+	body := ev.Body
+	if body == nil {
+		body = []byte{}
+	}
+	return []any{ev.ID, ev.EnrollmentID, ev.Topic, body, DBTime(created),
+		max(ev.Attempts, 0), NullTime(ev.NextAttemptAt), LastErrorText(ev.LastError)}
+}
+
+// eventExec runs query, a statement on event id, with exec, and answers
+// none when it touched nothing. what names the operation in errors.
+func eventExec(ctx context.Context, exec ExecFunc, what, id string, none error, query string, args ...any) error {
+	n, err := exec(ctx, query, args...)
+	if err != nil {
+		return fmt.Errorf("%s event %s: %w", what, id, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("%s event %s: %w", what, id, none)
+	}
+	return nil
+}
+
+// The statements on a claimed event change it only while owner still
+// holds the claim: storage.ErrLeaseLost when they touch nothing (the claim
+// expired and another owner took the event, or it is gone).
+
+// CompleteEvent implements storage.OutboxStore.CompleteEvent: query
+// deletes the event; its arguments are id, owner.
+func CompleteEvent(ctx context.Context, exec ExecFunc, query, id, owner string) error {
+	return eventExec(ctx, exec, "completing", id, storage.ErrLeaseLost, query, id, owner)
+}
+
+// RetryEvent implements storage.OutboxStore.RetryEvent: query records
+// the attempt and releases the claim; its arguments are attempts,
+// next_attempt_at, last_error, id, owner.
+func RetryEvent(ctx context.Context, exec ExecFunc, query, id, owner string, attempts int, next time.Time, lastErr string) error {
+	return eventExec(ctx, exec, "retrying", id, storage.ErrLeaseLost, query,
+		max(attempts, 0), NullTime(next), LastErrorText(lastErr), id, owner)
+}
+
+// SetAsideEvent implements storage.OutboxStore.SetAsideEvent: query
+// marks the event failed and releases the claim; its arguments are
+// attempts, last_error, id, owner.
+func SetAsideEvent(ctx context.Context, exec ExecFunc, query, id, owner string, attempts int, lastErr string) error {
+	return eventExec(ctx, exec, "setting aside", id, storage.ErrLeaseLost, query,
+		max(attempts, 0), LastErrorText(lastErr), id, owner)
+}
+
+// ReleaseEvents implements storage.OutboxStore.ReleaseEvents: query drops
+// the claims of its one argument, owner.
+func ReleaseEvents(ctx context.Context, exec ExecFunc, query, owner string) error {
+	if _, err := exec(ctx, query, owner); err != nil {
+		return fmt.Errorf("releasing events of %s: %w", owner, err)
+	}
+	return nil
+}
+
+// ListEvents implements storage.OutboxStore.ListEvents: query selects
+// OutboxColumns of the events in a state after a seq, in seq order; its
+// arguments are state, the cursor's seq, the row limit. A cursor is the
+// base64url of the last seq of the previous page.
+func ListEvents(ctx context.Context, db Querier, query, state string, p storage.Page) ([]storage.OutboxEvent, string, error) {
+	after, err := DecodeSeqCursor(p.Cursor)
+	if err != nil {
+		return nil, "", err
+	}
+	limit := p.Size()
+	rows, err := db.QueryContext(ctx, query, state, after, limit+1)
+	if err != nil {
+		return nil, "", fmt.Errorf("listing %s events: %w", state, err)
+	}
+	defer rows.Close()
+	out := []storage.OutboxEvent{}
+	var last int64
+	for rows.Next() {
+		seq, ev, err := ScanOutboxEvent(rows)
+		if err != nil {
+			return nil, "", fmt.Errorf("listing %s events: %w", state, err)
+		}
+		if len(out) == limit {
+			return out, storage.EncodeCursor(strconv.FormatInt(last, 10)), nil
+		}
+		last = seq
+		out = append(out, ev)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", fmt.Errorf("listing %s events: %w", state, err)
+	}
+	return out, "", nil
+}
+
+// RedeliverEvent implements storage.OutboxStore.RedeliverEvent: query
+// makes the failed event id, its one argument, pending again.
+func RedeliverEvent(ctx context.Context, exec ExecFunc, query, id string) error {
+	return eventExec(ctx, exec, "redelivering", id, fmt.Errorf("no such failed event: %w", storage.ErrNotFound), query, id)
+}
+
+// DropEvent implements storage.OutboxStore.DropEvent: query deletes the
+// event id, its one argument.
+func DropEvent(ctx context.Context, exec ExecFunc, query, id string) error {
+	return eventExec(ctx, exec, "dropping", id, storage.ErrNotFound, query, id)
+}
+
+// OutboxStats implements storage.OutboxStore.OutboxStats: query selects
+// the pending count, the failed count and the created_at of the oldest
+// pending event (NULL for none).
+func OutboxStats(ctx context.Context, db Querier, query string) (storage.OutboxStats, error) {
+	var st storage.OutboxStats
+	var oldest sql.NullTime
+	if err := db.QueryRowContext(ctx, query).Scan(&st.Pending, &st.Failed, &oldest); err != nil {
+		return st, fmt.Errorf("outbox stats: %w", err)
+	}
+	st.OldestPending = UTC(oldest)
+	return st, nil
+}
+
+// StoreEvent implements storage.OutboxStore.StoreEvent: query stores the
+// event (EventArgs), and stores nothing for an event ID already there, so
+// a call retried after an unknown outcome stores the event once.
+func StoreEvent(ctx context.Context, exec ExecFunc, query string, ev *storage.OutboxEvent) error {
+	if _, err := exec(ctx, query, EventArgs(ev)...); err != nil {
+		return fmt.Errorf("storing event %s: %w", ev.ID, err)
+	}
+	return nil
 }

@@ -138,6 +138,10 @@ type Store struct {
 	// taken before mu, never after.
 	pushMu      sync.Mutex
 	pushRecords map[string]storage.PushRecord
+	// pushLog is the push journal's append handle (opened at the first
+	// RecordPushes), pushLogLines its line count; both under pushMu.
+	pushLog      *os.File
+	pushLogLines int
 
 	// pushCertMu serialises the writers of pushcerts/ (StorePushCert and
 	// SealPrivateKeys), held across their file I/O.
@@ -296,7 +300,8 @@ func (s *Store) Close() error {
 		s.group.close()
 		s.group = nil
 	}
-	err := s.lock.Close() // closing the file releases the flock
+	logErr := s.closePushLog()
+	err := errors.Join(s.lock.Close(), logErr) // closing the lock file releases the flock
 	s.lock = nil
 	if err != nil {
 		return fmt.Errorf("file storage: closing: %w", err)
@@ -336,6 +341,9 @@ func (s *Store) open() error {
 		return err
 	}
 	if err := s.loadEnrollments(); err != nil {
+		return err
+	}
+	if err := s.loadPushLog(); err != nil {
 		return err
 	}
 	if err := s.loadOutbox(); err != nil {

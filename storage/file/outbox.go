@@ -6,10 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"maps"
 	"os"
 	"path/filepath"
-	"slices"
 	"time"
 
 	"github.com/picomdm/picomdm/storage"
@@ -23,7 +21,7 @@ import (
 //
 //	outbox/SEQ.json              one event (outboxRecord); SEQ is its store order, 20 digits
 //	leases/NAME.json             one held lease (leaseRecord)
-//	enrollments/NAME/push.json   the enrollment's push record (pushRecord)
+//	pushes.log                   the re-push records, a journal (pushlog.go)
 //
 // The outbox is kept in memory (outboxmem) and rebuilt from outbox/ at
 // start; every change of an event is written (crash-safely, as every file
@@ -59,7 +57,8 @@ type leaseRecord struct {
 	Until time.Time `json:"until"`
 }
 
-// pushRecord is an enrollment's push.json.
+// pushRecord is one re-push record: a journal line's (and the push.json
+// of an enrollment, as earlier versions wrote it).
 type pushRecord struct {
 	PushedAt     time.Time `json:"pushed_at"`
 	Repushes     int       `json:"repushes,omitempty"`
@@ -175,36 +174,27 @@ func (s *Store) loadPushRecord(id string) error {
 	return nil
 }
 
-// RecordPushes implements storage.RepushStore. The records are written
-// without a sync each, then made durable by one sync of the batch: losing
-// the last ones in a power loss costs at most a re-push less.
+// RecordPushes implements storage.RepushStore: the records of known
+// enrollments are appended to the push journal (pushlog.go) with one
+// write and one sync, then applied to the index.
 func (s *Store) RecordPushes(_ context.Context, records []storage.PushRecord) error {
 	s.pushMu.Lock()
 	defer s.pushMu.Unlock()
-	var written []storage.PushRecord
-	dirs := make(map[string]struct{})
+	known := make([]storage.PushRecord, 0, len(records))
+	s.mu.RLock()
 	for _, r := range records {
-		s.mu.RLock()
-		known := s.enrollments[r.ID] != nil
-		s.mu.RUnlock()
-		if !known {
-			continue
+		if s.enrollments[r.ID] != nil {
+			known = append(known, r)
 		}
-		path := s.pushRecordPath(r.ID)
-		data, err := json.Marshal(pushRecord{PushedAt: r.PushedAt, Repushes: r.Repushes, NextRepushAt: r.NextRepushAt})
-		if err != nil {
-			return fmt.Errorf("recording pushes: encoding %s: %w", path, err)
-		}
-		if err := s.writeFileUnsynced(path, data); err != nil {
-			return fmt.Errorf("recording pushes: %w", err)
-		}
-		written = append(written, r)
-		dirs[filepath.Dir(path)] = struct{}{}
 	}
-	for _, r := range written {
+	s.mu.RUnlock()
+	if len(known) == 0 {
+		return nil
+	}
+	for _, r := range known {
 		s.pushRecords[r.ID] = r
 	}
-	if err := s.syncDir(slices.Collect(maps.Keys(dirs))...); err != nil {
+	if err := s.appendPushLog(known); err != nil {
 		return fmt.Errorf("recording pushes: %w", err)
 	}
 	return nil

@@ -1,7 +1,9 @@
 package file
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -161,5 +163,76 @@ func TestTornPushRecord(t *testing.T) {
 	s = open(t, dir, WithNoSync())
 	if len(s.pushRecords) != 0 {
 		t.Fatalf("torn record loaded: %+v", s.pushRecords)
+	}
+}
+
+// TestTornPushLogLine: a journal whose last line a crash cut short opens;
+// the lines before it count, the torn one is skipped.
+func TestTornPushLogLine(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "store")
+	s, err := New(dir, WithNoSync())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	a, b := storagetest.NewDevice(), storagetest.NewDevice()
+	storagetest.Enroll(t, s, a)
+	storagetest.Enroll(t, s, b)
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	if err := s.RecordPushes(ctx, []storage.PushRecord{{ID: a.ID(), PushedAt: now, NextRepushAt: now.Add(time.Minute)}}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	f, err := os.OpenFile(filepath.Join(dir, pushLogName), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(f, `{"id":%q,"pushed_at":"20`, b.ID())
+	f.Close()
+	s = open(t, dir, WithNoSync())
+	if len(s.pushRecords) != 1 || !s.pushRecords[a.ID()].PushedAt.Equal(now) {
+		t.Fatalf("records after a torn line: %+v", s.pushRecords)
+	}
+}
+
+// TestPushLogCompaction: the journal is rewritten once it holds many
+// more lines than records, keeping the latest record of each enrollment,
+// and supersedes a push.json an earlier version wrote.
+func TestPushLogCompaction(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "store")
+	s, err := New(dir, WithNoSync())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	d := storagetest.NewDevice()
+	storagetest.Enroll(t, s, d)
+	old := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+	if err := os.WriteFile(s.pushRecordPath(d.ID()), fmt.Appendf(nil, `{"pushed_at":%q,"next_repush_at":%q}`, old.Format(time.RFC3339), old.Format(time.RFC3339)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now().UTC().Truncate(time.Millisecond)
+	var last time.Time
+	for i := range pushLogMinCompact + 10 {
+		last = t0.Add(time.Duration(i) * time.Millisecond)
+		if err := s.RecordPushes(ctx, []storage.PushRecord{{ID: d.ID(), PushedAt: last, Repushes: i, NextRepushAt: last}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s.pushLogLines > pushLogMinCompact {
+		t.Errorf("journal of %d lines for one record: not compacted", s.pushLogLines)
+	}
+	s.Close()
+	data, err := os.ReadFile(filepath.Join(dir, pushLogName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lines := bytes.Count(data, []byte("\n")); lines > 20 {
+		t.Errorf("compacted journal has %d lines", lines)
+	}
+	s = open(t, dir, WithNoSync())
+	r := s.pushRecords[d.ID()]
+	if !r.PushedAt.Equal(last) || r.Repushes != pushLogMinCompact+9 {
+		t.Fatalf("record after compaction and restart: %+v, want pushed at %v", r, last)
 	}
 }

@@ -32,7 +32,7 @@ const pushLogMinCompact = 4096
 
 // pushLogLine is one journal line.
 type pushLogLine struct {
-	ID           string `json:"id"`
+	ID string `json:"id"`
 	pushRecord
 }
 

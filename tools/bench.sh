@@ -16,7 +16,8 @@
 # picomdm and the load tool spent during the run (cpu_database,
 # cpu_server, cpu_load_tool) and the wall time (bench_wall).
 # PROFILE=1 also takes a 20 s CPU profile of the server from the start of
-# the run (written to the work directory, which is printed).
+# the run, and a heap profile at its end (cpu.prof and heap.prof in the
+# work directory, which is printed).
 # MariaDB and PostgreSQL are expected where tools/testenv.sh finds them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -113,6 +114,10 @@ status=0
 wait "$bench" || status=$?
 tool=$(($(children) - tool0))
 end=$(date +%s.%N)
+if [ "${PROFILE:-}" = 1 ]; then
+	# The server's heap after the run (after a GC), for what stays.
+	curl -fsS -o "$work/heap.prof" 'http://127.0.0.1:9401/debug/pprof/heap?gc=1' || true
+fi
 db1=$(ticks $(db_pids))
 srv1=$(ticks "$server")
 awk -v hz="$hz" -v db=$((db1 - db0)) -v srv=$((srv1 - srv0)) -v tool="$tool" -v wall="$(echo "$end - $start" | bc)" 'BEGIN {

@@ -26,6 +26,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/picomdm/picomdm/internal/pemkey"
 	"github.com/picomdm/picomdm/push/certrequest"
 )
 
@@ -368,38 +369,9 @@ func readCerts(file string) ([]*x509.Certificate, error) {
 // (Sign then says what it thinks of a key that is not RSA). Encrypted keys
 // are refused.
 func parseKey(b []byte) (crypto.Signer, error) {
-	for {
-		var block *pem.Block
-		if block, b = pem.Decode(b); block == nil {
-			return nil, errors.New("no PEM private key")
-		}
-		if !strings.HasSuffix(block.Type, "PRIVATE KEY") {
-			continue
-		}
-		if block.Type == "ENCRYPTED PRIVATE KEY" || strings.Contains(block.Headers["Proc-Type"], "ENCRYPTED") {
-			return nil, errors.New("the key is encrypted; decrypt it first (openssl pkey -in KEY -out PLAIN)")
-		}
-		var (
-			key any
-			err error
-		)
-		switch block.Type {
-		case "PRIVATE KEY":
-			key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
-		case "RSA PRIVATE KEY":
-			key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
-		case "EC PRIVATE KEY":
-			key, err = x509.ParseECPrivateKey(block.Bytes)
-		default:
-			return nil, fmt.Errorf("unsupported key type %q", block.Type)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("parsing %s: %w", block.Type, err)
-		}
-		signer, ok := key.(crypto.Signer)
-		if !ok {
-			return nil, fmt.Errorf("%T is not a signing key", key)
-		}
-		return signer, nil
+	key, err := pemkey.Parse(b)
+	if errors.Is(err, pemkey.ErrEncrypted) {
+		return nil, fmt.Errorf("%w; decrypt it first (openssl pkey -in KEY -out PLAIN)", err)
 	}
+	return key, err
 }

@@ -2,25 +2,20 @@ package main
 
 import (
 	"bytes"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"io/fs"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/micromdm/plist"
+
+	"github.com/picomdm/picomdm/test/testpki"
 )
 
 // vendorFiles names the files fakeVendor writes.
@@ -32,69 +27,21 @@ type vendorFiles struct {
 	rootOnly, encryptedKey   string
 }
 
-func writeFile(t *testing.T, name string, blocks ...*pem.Block) {
+func writeFile(t *testing.T, name string, pems ...[]byte) {
 	t.Helper()
-	var b []byte
-	for _, block := range blocks {
-		b = append(b, pem.EncodeToMemory(block)...)
-	}
-	if err := os.WriteFile(name, b, 0o600); err != nil {
+	if err := os.WriteFile(name, bytes.Join(pems, nil), 0o600); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func newRSAKey(t *testing.T) *rsa.PrivateKey {
-	t.Helper()
-	k, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-func newCert(t *testing.T, serial int64, cn string, ca bool, pub crypto.PublicKey, parent *x509.Certificate, parentKey crypto.Signer) *x509.Certificate {
-	t.Helper()
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(serial),
-		Subject:               pkix.Name{CommonName: cn},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().AddDate(1, 0, 0),
-		BasicConstraintsValid: true,
-		IsCA:                  ca,
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-	}
-	if parent == nil {
-		parent = tmpl
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, parentKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
 }
 
 // fakeVendor writes a fake Apple chain (root → intermediate → vendor,
 // RSA) and the vendor's keys into dir.
 func fakeVendor(t *testing.T, dir string) vendorFiles {
 	t.Helper()
-	rootKey, interKey, vendorKey := newRSAKey(t), newRSAKey(t), newRSAKey(t)
-	root := newCert(t, 1, "Fake Apple Root CA", true, &rootKey.PublicKey, nil, rootKey)
-	inter := newCert(t, 2, "Fake Apple WWDR CA", true, &interKey.PublicKey, root, rootKey)
-	vendor := newCert(t, 3, "MDM Vendor: Example", false, &vendorKey.PublicKey, inter, interKey)
-	cert := func(c *x509.Certificate) *pem.Block { return &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw} }
-	keyBlock := &pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(vendorKey)}
-	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ecDER, err := x509.MarshalECPrivateKey(ecKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	root := testpki.NewCA(t, "Fake Apple Root CA", testpki.RSA())
+	inter := root.Intermediate(t, "Fake Apple WWDR CA", testpki.RSA())
+	vendor := inter.Issue(t, "MDM Vendor: Example", testpki.RSA())
+	key := vendor.KeyPEM(t, "RSA PRIVATE KEY")
 
 	f := vendorFiles{}
 	for name, p := range map[string]*string{
@@ -104,15 +51,15 @@ func fakeVendor(t *testing.T, dir string) vendorFiles {
 	} {
 		*p = filepath.Join(dir, name)
 	}
-	writeFile(t, f.cert, cert(vendor))
-	writeFile(t, f.key, keyBlock)
-	writeFile(t, f.chain, cert(inter), cert(root))
-	writeFile(t, f.otherKey, &pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(interKey)})
-	writeFile(t, f.ecKey, &pem.Block{Type: "EC PRIVATE KEY", Bytes: ecDER})
-	writeFile(t, f.bundle, keyBlock, cert(root), cert(vendor), cert(inter))
-	writeFile(t, f.rootOnly, cert(root))
-	writeFile(t, f.encryptedKey, &pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: []byte("opaque")})
-	for name, c := range map[string]*x509.Certificate{f.intermediateDER: inter, f.rootDER: root} {
+	writeFile(t, f.cert, vendor.PEM())
+	writeFile(t, f.key, key)
+	writeFile(t, f.chain, inter.PEM(), root.PEM())
+	writeFile(t, f.otherKey, inter.KeyPEM(t, "RSA PRIVATE KEY"))
+	writeFile(t, f.ecKey, testpki.KeyPEM(t, testpki.NewECDSAKey(t), "EC PRIVATE KEY"))
+	writeFile(t, f.bundle, key, root.PEM(), vendor.PEM(), inter.PEM())
+	writeFile(t, f.rootOnly, root.PEM())
+	writeFile(t, f.encryptedKey, pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: []byte("opaque")}))
+	for name, c := range map[string]*x509.Certificate{f.intermediateDER: inter.Cert, f.rootDER: root.Cert} {
 		if err := os.WriteFile(name, c.Raw, 0o644); err != nil {
 			t.Fatal(err)
 		}

@@ -4,9 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -18,6 +15,7 @@ import (
 	"time"
 
 	picohttp "github.com/picomdm/picomdm/http"
+	"github.com/picomdm/picomdm/internal/pemkey"
 	"github.com/picomdm/picomdm/push/certwatch"
 	"github.com/picomdm/picomdm/service"
 	"github.com/picomdm/picomdm/storage"
@@ -197,9 +195,9 @@ func parsePushCert(body []byte) (certPEM, keyPEM []byte, leaf *x509.Certificate,
 			}
 			certs++
 			certPEM = append(certPEM, pem.EncodeToMemory(block)...)
-		case block.Type == "ENCRYPTED PRIVATE KEY" || strings.HasSuffix(block.Type, "PRIVATE KEY") && strings.Contains(block.Headers["Proc-Type"], "ENCRYPTED"):
+		case pemkey.IsEncrypted(block):
 			return nil, nil, nil, badPushCert("the private key is encrypted: upload it unencrypted (e.g. openssl pkey -in key.pem -out plain-key.pem)")
-		case strings.HasSuffix(block.Type, "PRIVATE KEY"):
+		case pemkey.IsKey(block):
 			keys++
 			keyBlock = block
 		}
@@ -214,7 +212,7 @@ func parsePushCert(body []byte) (certPEM, keyPEM []byte, leaf *x509.Certificate,
 	case keys > 1:
 		return nil, nil, nil, badPushCert("%d private keys in the body: want one", keys)
 	}
-	key, err := parsePrivateKey(keyBlock)
+	key, err := pemkey.ParseBlock(keyBlock)
 	if err != nil {
 		return nil, nil, nil, badPushCert("private key does not parse: %w", err)
 	}
@@ -228,27 +226,4 @@ func parsePushCert(body []byte) (certPEM, keyPEM []byte, leaf *x509.Certificate,
 		return nil, nil, nil, badPushCert("certificate and key are not a usable pair: %w", err)
 	}
 	return certPEM, keyPEM, leaf, nil
-}
-
-// parsePrivateKey parses the PKCS #8, PKCS #1 (RSA) or SEC 1 (EC) key in
-// block, whatever its PEM type says.
-func parsePrivateKey(block *pem.Block) (crypto.Signer, error) {
-	if key, err := x509.ParsePKCS8PrivateKey(block.Bytes); err == nil {
-		switch key := key.(type) {
-		case *rsa.PrivateKey:
-			return key, nil
-		case *ecdsa.PrivateKey:
-			return key, nil
-		case ed25519.PrivateKey:
-			return key, nil
-		}
-		return nil, fmt.Errorf("unsupported key type %T", key)
-	}
-	if key, err := x509.ParsePKCS1PrivateKey(block.Bytes); err == nil {
-		return key, nil
-	}
-	if key, err := x509.ParseECPrivateKey(block.Bytes); err == nil {
-		return key, nil
-	}
-	return nil, fmt.Errorf("%s block is not a PKCS #8, PKCS #1 or EC private key", block.Type)
 }

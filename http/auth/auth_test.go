@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/picomdm/picomdm/http/auth"
-	"github.com/picomdm/picomdm/http/internal/testpki"
+	"github.com/picomdm/picomdm/test/testpki"
 	"github.com/smallstep/pkcs7"
 )
 

@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/picomdm/picomdm/http/internal/testpki"
+	"github.com/picomdm/picomdm/test/testpki"
 	"github.com/smallstep/pkcs7"
 )
 

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/picomdm/picomdm/http/internal/testpki"
+	"github.com/picomdm/picomdm/test/testpki"
 	"github.com/smallstep/pkcs7"
 )
 

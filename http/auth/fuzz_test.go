@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/picomdm/picomdm/http/auth"
-	"github.com/picomdm/picomdm/http/internal/testpki"
+	"github.com/picomdm/picomdm/test/testpki"
 )
 
 // FuzzMdmSignature feeds SignatureCert arbitrary headers and bodies. It must

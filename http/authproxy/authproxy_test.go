@@ -17,10 +17,10 @@ import (
 
 	"github.com/picomdm/picomdm/http/auth"
 	"github.com/picomdm/picomdm/http/authproxy"
-	"github.com/picomdm/picomdm/http/internal/testpki"
 	httpmdm "github.com/picomdm/picomdm/http/mdm"
 	pmlog "github.com/picomdm/picomdm/log"
 	"github.com/picomdm/picomdm/storage"
+	"github.com/picomdm/picomdm/test/testpki"
 )
 
 var quiet = slog.New(slog.DiscardHandler)

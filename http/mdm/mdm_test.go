@@ -16,10 +16,10 @@ import (
 	"time"
 
 	"github.com/picomdm/picomdm/http/auth"
-	"github.com/picomdm/picomdm/http/internal/testpki"
 	httpmdm "github.com/picomdm/picomdm/http/mdm"
 	"github.com/picomdm/picomdm/mdm"
 	"github.com/picomdm/picomdm/service"
+	"github.com/picomdm/picomdm/test/testpki"
 )
 
 const udid = "0000-1111-2222"

@@ -8,6 +8,8 @@ import (
 	"fmt"
 
 	"github.com/smallstep/pkcs7"
+
+	"github.com/picomdm/picomdm/internal/pemkey"
 )
 
 // Sign wraps profile in CMS SignedData with the content attached, signed
@@ -66,35 +68,8 @@ func ParseSigner(certPEM, keyPEM []byte) (certs []*x509.Certificate, key crypto.
 	if len(certs) == 0 {
 		return nil, nil, errors.New("profile: no CERTIFICATE block in the signing certificate PEM")
 	}
-	if key, err = parseKey(keyPEM); err != nil {
-		return nil, nil, err
+	if key, err = pemkey.Parse(keyPEM); err != nil {
+		return nil, nil, fmt.Errorf("profile: signing key: %w", err)
 	}
 	return certs, key, nil
-}
-
-// parseKey reads the first private key block of keyPEM.
-func parseKey(keyPEM []byte) (crypto.PrivateKey, error) {
-	for rest := keyPEM; ; {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			return nil, errors.New("profile: no private key block in the signing key PEM")
-		}
-		var key crypto.PrivateKey
-		var err error
-		switch block.Type {
-		case "PRIVATE KEY":
-			key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
-		case "RSA PRIVATE KEY":
-			key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
-		case "EC PRIVATE KEY":
-			key, err = x509.ParseECPrivateKey(block.Bytes)
-		default:
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("profile: parsing signing key: %w", err)
-		}
-		return key, nil
-	}
 }

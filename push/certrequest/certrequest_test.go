@@ -3,8 +3,6 @@ package certrequest
 import (
 	"bytes"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -14,60 +12,23 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
-	"math/big"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/micromdm/plist"
+
+	"github.com/picomdm/picomdm/test/testpki"
 )
 
 // vendorPKI is a fake of Apple's chain: a self-signed root, a WWDR-like
-// intermediate and an MDM signing certificate for the vendor.
+// intermediate and an MDM signing certificate for the vendor, all RSA.
 type vendorPKI struct {
 	root, intermediate, vendor *x509.Certificate
-	vendorKey                  *rsa.PrivateKey
-	intermediateKey            *rsa.PrivateKey
-}
-
-// issue makes a certificate for pub signed by parent/parentKey (self-signed
-// when parent is nil).
-func issue(t *testing.T, serial int64, cn string, ca bool, notAfter time.Time, pub crypto.PublicKey, parent *x509.Certificate, parentKey crypto.Signer) *x509.Certificate {
-	t.Helper()
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(serial),
-		Subject:               pkix.Name{CommonName: cn, Organization: []string{"Fake Apple"}},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              notAfter,
-		BasicConstraintsValid: true,
-		IsCA:                  ca,
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-	}
-	if ca {
-		tmpl.KeyUsage |= x509.KeyUsageCertSign
-	}
-	if parent == nil {
-		parent = tmpl
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, parentKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-func rsaKey(t *testing.T) *rsa.PrivateKey {
-	t.Helper()
-	k, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
+	vendorKey                  crypto.Signer
+	intermediateKey            crypto.Signer
+	issuer                     *testpki.CA // the intermediate, for more vendor certificates
 }
 
 var (
@@ -80,13 +41,13 @@ var (
 func fakePKI(t *testing.T) vendorPKI {
 	t.Helper()
 	pkiOnce.Do(func() {
-		year := time.Now().AddDate(1, 0, 0)
-		rootKey := rsaKey(t)
-		pki.root = issue(t, 1, "Fake Apple Root CA", true, year, &rootKey.PublicKey, nil, rootKey)
-		pki.intermediateKey = rsaKey(t)
-		pki.intermediate = issue(t, 2, "Fake Apple Worldwide Developer Relations CA", true, year, &pki.intermediateKey.PublicKey, pki.root, rootKey)
-		pki.vendorKey = rsaKey(t)
-		pki.vendor = issue(t, 3, "MDM Vendor: Example", false, year, &pki.vendorKey.PublicKey, pki.intermediate, pki.intermediateKey)
+		root := testpki.NewCA(t, "Fake Apple Root CA", testpki.RSA())
+		inter := root.Intermediate(t, "Fake Apple Worldwide Developer Relations CA", testpki.RSA())
+		vendor := inter.Issue(t, "MDM Vendor: Example", testpki.RSA())
+		pki = vendorPKI{
+			root: root.Cert, intermediate: inter.Cert, vendor: vendor.Cert,
+			vendorKey: vendor.Key, intermediateKey: inter.Key, issuer: inter,
+		}
 	})
 	if pki.vendor == nil {
 		t.Fatal("fake PKI not built")
@@ -212,8 +173,7 @@ func TestSign(t *testing.T) {
 	csrDER := customerCSR(t)
 	// Root first and a stray certificate: Sign must order the chain and
 	// leave out what it does not need.
-	strayKey := rsaKey(t)
-	stray := issue(t, 9, "Stray", false, time.Now().AddDate(1, 0, 0), &strayKey.PublicKey, p.intermediate, p.intermediateKey)
+	stray := p.issuer.Issue(t, "Stray", testpki.RSA()).Cert
 	out, err := Sign(csrDER, p.vendor, p.vendorKey, []*x509.Certificate{p.root, stray, p.intermediate})
 	if err != nil {
 		t.Fatal(err)
@@ -309,13 +269,10 @@ func TestSignRefuses(t *testing.T) {
 	if _, err := x509.ParseCertificateRequest(broken); err != nil {
 		t.Fatalf("broken CSR should still parse: %v", err)
 	}
-	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ecVendor := issue(t, 4, "EC Vendor", false, time.Now().AddDate(1, 0, 0), &ecKey.PublicKey, p.intermediate, p.intermediateKey)
-	expired := issue(t, 5, "Expired Vendor", false, time.Now().Add(-time.Minute), &p.vendorKey.PublicKey, p.intermediate, p.intermediateKey)
-	selfSignedVendor := issue(t, 6, "Self-signed Vendor", true, time.Now().AddDate(1, 0, 0), &p.vendorKey.PublicKey, nil, p.vendorKey)
+	ecKey := testpki.NewECDSAKey(t)
+	ecVendor := p.issuer.Issue(t, "EC Vendor", testpki.Key(ecKey)).Cert
+	expired := p.issuer.Issue(t, "Expired Vendor", testpki.Key(p.vendorKey), testpki.Validity(time.Now().Add(-time.Hour), time.Now().Add(-time.Minute))).Cert
+	selfSignedVendor := testpki.NewCA(t, "Self-signed Vendor", testpki.Key(p.vendorKey)).Cert
 
 	for name, tc := range map[string]struct {
 		csr   []byte

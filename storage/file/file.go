@@ -16,7 +16,7 @@
 //	certauth/hashes/HASH/NAME    identity-certificate hash → enrollment association
 //	certauth/ids/NAME/HASH       the same association, indexed by enrollment
 //	pushcerts/NAME.json          a topic's push certificate and (sealed) key
-//	outbox/, leases/, enrollments/NAME/push.json: see outbox.go
+//	outbox/, leases/, pushes.log: see outbox.go and pushlog.go
 //	scep/: see scep.go
 //
 // NAME is fileName of an enrollment ID, CommandUUID or topic: IDs may hold
@@ -134,7 +134,7 @@ type Store struct {
 	claimedHashes map[string]string
 
 	// pushMu serialises RecordPushes and guards pushRecords, the
-	// re-push sweep's record of each enrollment (its push.json). It is
+	// re-push sweep's record of each enrollment (pushes.log). It is
 	// taken before mu, never after.
 	pushMu      sync.Mutex
 	pushRecords map[string]storage.PushRecord

@@ -12,8 +12,9 @@ import (
 	"fmt"
 	"math/big"
 	"slices"
-	"strings"
 	"time"
+
+	"github.com/picomdm/picomdm/internal/pemkey"
 )
 
 // CA issues device identity certificates, standing in for the SCEP or ACME
@@ -68,9 +69,9 @@ func LoadCA(certPEM, keyPEM []byte) (*CA, error) {
 	if !cert.BasicConstraintsValid || !cert.IsCA {
 		return nil, fmt.Errorf("device: certificate %q is not a CA certificate", cert.Subject.CommonName)
 	}
-	key, err := parsePrivateKey(keyPEM)
+	key, err := pemkey.Parse(keyPEM)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("device: CA key: %w", err)
 	}
 	pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool })
 	if !ok || !pub.Equal(cert.PublicKey) {
@@ -192,40 +193,5 @@ func firstCertificate(certPEM []byte) (*x509.Certificate, error) {
 			return nil, fmt.Errorf("device: parsing certificate: %w", err)
 		}
 		return cert, nil
-	}
-}
-
-func parsePrivateKey(keyPEM []byte) (crypto.Signer, error) {
-	for rest := keyPEM; ; {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			return nil, errors.New("device: no PEM private key block found")
-		}
-		if strings.Contains(block.Headers["Proc-Type"], "ENCRYPTED") || block.Type == "ENCRYPTED PRIVATE KEY" {
-			return nil, errors.New("device: encrypted private keys are not supported")
-		}
-		var (
-			key any
-			err error
-		)
-		switch block.Type {
-		case "RSA PRIVATE KEY":
-			key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
-		case "EC PRIVATE KEY":
-			key, err = x509.ParseECPrivateKey(block.Bytes)
-		case "PRIVATE KEY":
-			key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
-		default:
-			continue // e.g. "EC PARAMETERS" written by openssl ecparam
-		}
-		if err != nil {
-			return nil, fmt.Errorf("device: parsing %s: %w", block.Type, err)
-		}
-		signer, ok := key.(crypto.Signer)
-		if !ok {
-			return nil, fmt.Errorf("device: unsupported private key type %T", key)
-		}
-		return signer, nil
 	}
 }

@@ -2,8 +2,6 @@ package app
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -27,6 +25,7 @@ import (
 	"github.com/picomdm/picomdm/mdm/profile"
 	"github.com/picomdm/picomdm/service/scepca"
 	"github.com/picomdm/picomdm/test/logtest"
+	"github.com/picomdm/picomdm/test/testpki"
 )
 
 // importCA is one SCEP CA (scepca.NewCA) shared by the tests below, made
@@ -65,29 +64,8 @@ func writeCAFiles(t *testing.T, certPEM, keyPEM []byte) (certFile, keyFile strin
 // valid CA, but not one SCEP can use.
 func ecdsaCA(t *testing.T) (certPEM, keyPEM []byte) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "ECDSA test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
+	ca := testpki.NewCA(t, "ECDSA test CA")
+	return ca.PEM(), ca.KeyPEM(t, "PRIVATE KEY")
 }
 
 // startApp runs New(args), which must succeed, and serves its handler;

@@ -169,6 +169,50 @@ func mustXML(tb testing.TB, v any) []byte {
 	return b
 }
 
+// wantParseError checks that err, a decoder's refusal, is a
+// *mdm.ParseError wrapping is (when is is not nil), and not a panic of
+// the plist decoder.
+func wantParseError(t *testing.T, err, is error) {
+	t.Helper()
+	var pe *mdm.ParseError
+	if !errors.As(err, &pe) {
+		t.Fatalf("error %v (%T) is not a *mdm.ParseError", err, err)
+	}
+	if is != nil && !errors.Is(err, is) {
+		t.Errorf("error %v does not wrap %v", err, is)
+	}
+	if errors.Is(err, mdm.ErrPlistPanic) {
+		t.Errorf("the plist decoder panicked: %v", err)
+	}
+}
+
+// fuzzCorpus seeds f with the raw bytes of every case, then garbageSeeds.
+func fuzzCorpus[C any](f *testing.F, cases []C, raw func(C) []byte) {
+	for _, c := range cases {
+		f.Add(raw(c))
+	}
+	for _, seed := range garbageSeeds() {
+		f.Add(seed)
+	}
+}
+
+// fuzzDecode runs decode on a fuzz input: decode must leave raw as it
+// was, and a refusal must pass wantParseError. It returns what decode
+// returned and whether it accepted raw.
+func fuzzDecode[T any](t *testing.T, raw []byte, decode func([]byte) (T, error)) (T, bool) {
+	t.Helper()
+	in := bytes.Clone(raw)
+	v, err := decode(raw)
+	if !bytes.Equal(raw, in) {
+		t.Fatal("the decoder modified its input")
+	}
+	if err != nil {
+		wantParseError(t, err, nil)
+		return v, false
+	}
+	return v, true
+}
+
 // TestDecodeCheckinErrors checks that bodies a device must get a 400 for
 // are *mdm.ParseError, wrapping the sentinel callers branch on.
 func TestDecodeCheckinErrors(t *testing.T) {
@@ -209,16 +253,7 @@ func TestDecodeCheckinErrors(t *testing.T) {
 			if msg != nil {
 				t.Errorf("DecodeCheckin returned %T with its error", msg)
 			}
-			var pe *mdm.ParseError
-			if !errors.As(err, &pe) {
-				t.Fatalf("error %v (%T) is not a *mdm.ParseError", err, err)
-			}
-			if tt.is != nil && !errors.Is(err, tt.is) {
-				t.Errorf("error %v does not wrap %v", err, tt.is)
-			}
-			if errors.Is(err, mdm.ErrPlistPanic) {
-				t.Errorf("the plist decoder panicked: %v", err)
-			}
+			wantParseError(t, err, tt.is)
 		})
 	}
 }
@@ -241,29 +276,13 @@ func TestDecodeCheckinKeepsRawBytes(t *testing.T) {
 // synthesised message, garbage and the binary plists that used to crash the
 // decoder) also run in plain go test.
 func FuzzDecodeCheckin(f *testing.F) {
-	for _, c := range checkinCases(f) {
-		f.Add(c.Raw)
-	}
-	for _, seed := range garbageSeeds() {
-		f.Add(seed)
-	}
+	fuzzCorpus(f, checkinCases(f), func(c checkinCase) []byte { return c.Raw })
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		in := bytes.Clone(raw)
-		msg, err := mdm.DecodeCheckin(raw)
-		if !bytes.Equal(raw, in) {
-			t.Fatal("DecodeCheckin modified its input")
-		}
-		if err != nil {
-			var pe *mdm.ParseError
-			if !errors.As(err, &pe) {
-				t.Fatalf("error %v (%T) is not a *mdm.ParseError", err, err)
-			}
-			if errors.Is(err, mdm.ErrPlistPanic) {
-				t.Fatalf("the plist decoder panicked: %v", err)
-			}
+		msg, ok := fuzzDecode(t, raw, mdm.DecodeCheckin)
+		if !ok {
 			return
 		}
-		if !bytes.Equal(msg.RawBytes(), in) {
+		if !bytes.Equal(msg.RawBytes(), raw) {
 			t.Fatal("RawBytes() differs from the input")
 		}
 		want, ok := checkinTypes[msg.Type()]

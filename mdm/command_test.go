@@ -116,13 +116,7 @@ func TestDecodeCommandErrors(t *testing.T) {
 			if err == nil {
 				t.Fatalf("DecodeCommand = %+v, want an error", cmd)
 			}
-			var pe *mdm.ParseError
-			if !errors.As(err, &pe) {
-				t.Fatalf("error %v (%T) is not a *mdm.ParseError", err, err)
-			}
-			if tt.is != nil && !errors.Is(err, tt.is) {
-				t.Errorf("error %v does not wrap %v", err, tt.is)
-			}
+			wantParseError(t, err, tt.is)
 		})
 	}
 }
@@ -256,13 +250,7 @@ func TestDecodeCommandResultsErrors(t *testing.T) {
 			if err == nil {
 				t.Fatalf("DecodeCommandResults = %+v, want an error", report)
 			}
-			var pe *mdm.ParseError
-			if !errors.As(err, &pe) {
-				t.Fatalf("error %v (%T) is not a *mdm.ParseError", err, err)
-			}
-			if tt.is != nil && !errors.Is(err, tt.is) {
-				t.Errorf("error %v does not wrap %v", err, tt.is)
-			}
+			wantParseError(t, err, tt.is)
 			if tt.is == nil && errors.Is(err, mdm.ErrEmptyStatus) {
 				t.Errorf("error %v blames the Status of a body that did not decode", err)
 			}
@@ -273,32 +261,16 @@ func TestDecodeCommandResultsErrors(t *testing.T) {
 // FuzzDecodeReport feeds DecodeCommandResults arbitrary bodies. Its seeds
 // (every synthesised report and garbage) also run in plain go test.
 func FuzzDecodeReport(f *testing.F) {
-	for _, c := range reportCases(f) {
-		f.Add(c.Raw)
-	}
-	for _, seed := range garbageSeeds() {
-		f.Add(seed)
-	}
+	fuzzCorpus(f, reportCases(f), func(c reportCase) []byte { return c.Raw })
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		in := bytes.Clone(raw)
-		report, err := mdm.DecodeCommandResults(raw)
-		if !bytes.Equal(raw, in) {
-			t.Fatal("DecodeCommandResults modified its input")
-		}
-		if err != nil {
-			var pe *mdm.ParseError
-			if !errors.As(err, &pe) {
-				t.Fatalf("error %v (%T) is not a *mdm.ParseError", err, err)
-			}
-			if errors.Is(err, mdm.ErrPlistPanic) {
-				t.Fatalf("the plist decoder panicked: %v", err)
-			}
+		report, ok := fuzzDecode(t, raw, mdm.DecodeCommandResults)
+		if !ok {
 			return
 		}
 		if report.Status == "" {
 			t.Fatal("decoded a report with an empty Status")
 		}
-		if !bytes.Equal(report.Raw, in) {
+		if !bytes.Equal(report.Raw, raw) {
 			t.Fatal("Raw differs from the input")
 		}
 		if report.CommandUUID != "" {

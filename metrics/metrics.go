@@ -87,48 +87,27 @@ func New(version string, opts ...Option) *Registry {
 	})
 	buildInfo.Set(1)
 
-	r.httpRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: namespace, Name: "http_requests_total",
-		Help: "HTTP requests served, by route pattern and status code.",
-	}, []string{"route", "code"})
-	r.httpDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Namespace: namespace, Name: "http_request_duration_seconds",
-		Help:    "HTTP request latency, by route pattern and status code.",
-		Buckets: prometheus.DefBuckets,
-	}, []string{"route", "code"})
-	r.checkins = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: namespace, Name: "checkins_total",
-		Help: "Check-in messages received, by MessageType.",
-	}, []string{"message_type"})
-	r.checkinErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: namespace, Name: "checkin_errors_total",
-		Help: "Check-in messages the service chain failed, by MessageType.",
-	}, []string{"message_type"})
-	r.reports = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: namespace, Name: "command_reports_total",
-		Help: "Command reports received on the command endpoint, by Status (Idle, Acknowledged, Error, CommandFormatError, NotNow, other).",
-	}, []string{"status"})
-	r.enqueued = prometheus.NewCounter(prometheus.CounterOpts{
-		Namespace: namespace, Name: "commands_enqueued_total",
-		Help: "Commands queued for enrollments (one per enrollment a command was queued for).",
-	})
-	r.delivered = prometheus.NewCounter(prometheus.CounterOpts{
-		Namespace: namespace, Name: "commands_delivered_total",
-		Help: "Commands sent to devices in answer to a command report.",
-	})
-	r.pushes = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: namespace, Name: "pushes_total",
-		Help: "APNs pushes, by topic and result (success, an APNs reason, no_push_info, no_push_cert, error).",
-	}, []string{"topic", "result"})
-	r.storeDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Namespace: namespace, Name: "storage_operation_duration_seconds",
-		Help:    "Storage operation latency, by operation (the storage method called).",
-		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
-	}, []string{"operation"})
-	r.storeErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: namespace, Name: "storage_operation_errors_total",
-		Help: "Storage operations that failed, by operation (storage.ErrNotFound is not a failure).",
-	}, []string{"operation"})
+	r.httpRequests = counterVec("http_requests_total",
+		"HTTP requests served, by route pattern and status code.", "route", "code")
+	r.httpDuration = histogramVec("http_request_duration_seconds",
+		"HTTP request latency, by route pattern and status code.", prometheus.DefBuckets, "route", "code")
+	r.checkins = counterVec("checkins_total",
+		"Check-in messages received, by MessageType.", "message_type")
+	r.checkinErrors = counterVec("checkin_errors_total",
+		"Check-in messages the service chain failed, by MessageType.", "message_type")
+	r.reports = counterVec("command_reports_total",
+		"Command reports received on the command endpoint, by Status (Idle, Acknowledged, Error, CommandFormatError, NotNow, other).", "status")
+	r.enqueued = prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "commands_enqueued_total",
+		Help: "Commands queued for enrollments (one per enrollment a command was queued for)."})
+	r.delivered = prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: "commands_delivered_total",
+		Help: "Commands sent to devices in answer to a command report."})
+	r.pushes = counterVec("pushes_total",
+		"APNs pushes, by topic and result (success, an APNs reason, no_push_info, no_push_cert, error).", "topic", "result")
+	r.storeDuration = histogramVec("storage_operation_duration_seconds",
+		"Storage operation latency, by operation (the storage method called).",
+		[]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}, "operation")
+	r.storeErrors = counterVec("storage_operation_errors_total",
+		"Storage operations that failed, by operation (storage.ErrNotFound is not a failure).", "operation")
 
 	r.reg.MustRegister(buildInfo, r.httpRequests, r.httpDuration, r.checkins, r.checkinErrors,
 		r.reports, r.enqueued, r.delivered, r.pushes, r.storeDuration, r.storeErrors)
@@ -142,6 +121,16 @@ func New(version string, opts ...Option) *Registry {
 		r.reports.WithLabelValues(status)
 	}
 	return r
+}
+
+// counterVec is a picomdm_ counter named name with labels.
+func counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help}, labels)
+}
+
+// histogramVec is a picomdm_ histogram named name with buckets and labels.
+func histogramVec(name, help string, buckets []float64, labels ...string) *prometheus.HistogramVec {
+	return prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: name, Help: help, Buckets: buckets}, labels)
 }
 
 // Prometheus returns the underlying registry, to register more collectors

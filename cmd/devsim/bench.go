@@ -17,9 +17,8 @@ import (
 // runBench is "devsim bench": flags → load.Config → report.
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("devsim bench", flag.ContinueOnError)
+	dev := addDeviceFlags(fs)
 	var (
-		serverURL    = fs.String("url", "http://127.0.0.1:9000/mdm", "server MDM URL the devices use")
-		checkinURL   = fs.String("checkin-url", "", "separate check-in URL (servers run with -checkin)")
 		apiURL       = fs.String("api-url", "", "server base URL for /v1 and /migration (default: -url's scheme and host)")
 		apiKey       = fs.String("api-key", "", "server API key (required)")
 		caCert       = fs.String("ca-cert", "", "PEM file of the device CA certificate (default: read it from -ca-key)")
@@ -29,9 +28,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		commands     = fs.Int("commands", 5, "commands per device in the round-trip phase")
 		depth        = fs.Int("depth", 20, "queue depth per device in the poll-latency phase (0: skip)")
 		multiTargets = fs.Int("multi-targets", 0, "targets of the multi-target enqueue; beyond -devices they are added through /migration (server needs -migration); 0: -devices")
-		keyType      = fs.String("key-type", "rsa", "device key type: rsa (RSA-2048, what SCEP issues) or ecdsa (P-256)")
 		keys         = fs.Int("keys", 16, "distinct device keys, shared round-robin (every device still has its own certificate)")
-		topic        = fs.String("topic", device.DefaultTopic, "push topic the devices report")
 		apnsListen   = fs.String("apns-listen", "", "run a mock APNs on this address for the push phase (the server needs -push-url https://ADDR -push-ca FILE); empty skips the phase")
 		apnsCert     = fs.String("apns-cert", "", "PEM certificate the mock APNs serves (see devsim apns-cert)")
 		apnsKey      = fs.String("apns-key", "", "PEM private key of -apns-cert")
@@ -39,11 +36,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		jsonOut      = fs.Bool("json", false, "print the results as one JSON object")
 		progress     = fs.Duration("progress", 2*time.Second, "print progress to stderr every `DURATION` (0: off)")
 	)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
 	if *apiKey == "" || *caKey == "" {
 		return errors.New("bench: -api-key and -ca-key are required")
@@ -52,14 +46,14 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	kt, err := device.ParseKeyType(*keyType)
+	kt, err := device.ParseKeyType(*dev.keyType)
 	if err != nil {
 		return err
 	}
 	cfg := load.Config{
-		MDMURL: *serverURL, CheckinURL: *checkinURL, APIURL: *apiURL, APIKey: *apiKey, CA: ca,
+		MDMURL: *dev.serverURL, CheckinURL: *dev.checkinURL, APIURL: *apiURL, APIKey: *apiKey, CA: ca,
 		Devices: *devices, Concurrency: *concurrency, Commands: *commands, Depth: *depth,
-		MultiTargets: *multiTargets, KeyType: kt, Keys: *keys, Topic: *topic, ServerPID: *serverPID,
+		MultiTargets: *multiTargets, KeyType: kt, Keys: *keys, Topic: *dev.topic, ServerPID: *serverPID,
 	}
 	if *depth == 0 {
 		cfg.Depth = -1
@@ -117,10 +111,7 @@ func runAPNsCert(args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(*certFile, certPEM, 0o644); err != nil {
-		return err
-	}
-	return os.WriteFile(*keyFile, keyPEM, 0o600)
+	return writePair(*certFile, *keyFile, certPEM, keyPEM)
 }
 
 // runPushCert is "devsim push-cert": it writes a throw-away MDM push
@@ -136,10 +127,7 @@ func runPushCert(args []string) error {
 		return err
 	}
 	certPEM, keyPEM := apnsmock.NewProviderCertificate(*topic)
-	if err := os.WriteFile(*certFile, certPEM, 0o644); err != nil {
-		return err
-	}
-	return os.WriteFile(*keyFile, keyPEM, 0o600)
+	return writePair(*certFile, *keyFile, certPEM, keyPEM)
 }
 
 // runCA is "devsim ca": it writes a throw-away device CA (certificate and
@@ -159,8 +147,14 @@ func runCA(args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(*certFile, ca.CertPEM(), 0o644); err != nil {
+	return writePair(*certFile, *keyFile, ca.CertPEM(), keyPEM)
+}
+
+// writePair writes a PEM certificate (readable by all) and its private
+// key (by the owner only).
+func writePair(certFile, keyFile string, certPEM, keyPEM []byte) error {
+	if err := os.WriteFile(certFile, certPEM, 0o644); err != nil {
 		return err
 	}
-	return os.WriteFile(*keyFile, keyPEM, 0o600)
+	return os.WriteFile(keyFile, keyPEM, 0o600)
 }

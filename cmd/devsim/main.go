@@ -71,30 +71,24 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 	}
 	fs := flag.NewFlagSet("devsim", flag.ContinueOnError)
+	dev := addDeviceFlags(fs)
 	var (
-		serverURL   = fs.String("url", "http://127.0.0.1:9000/mdm", "server MDM URL")
-		checkinURL  = fs.String("checkin-url", "", "separate check-in URL (servers run with -checkin)")
 		caCert      = fs.String("ca-cert", "", "PEM file of the device CA certificate (required)")
 		caKey       = fs.String("ca-key", "", "PEM file of the device CA private key (required unless -profile-url)")
 		profileURL  = fs.String("profile-url", "", "enroll from this served enrollment profile (e.g. http://127.0.0.1:9000/mdm/enroll): each device downloads it, gets its identity from the profile's SCEP payload and talks to its ServerURL (-url, -ca-cert, -ca-key and -topic are then unused)")
 		devices     = fs.Int("devices", 1, "number of devices to simulate")
-		keyType     = fs.String("key-type", "rsa", "device identity key type: rsa or ecdsa")
-		topic       = fs.String("topic", device.DefaultTopic, "push topic the devices report")
 		certHeader  = fs.String("cert-header", "", "send the certificate in this header (RFC 9440 form) instead of signing")
 		watch       = fs.Duration("watch", 0, "poll with Idle every `DURATION` until interrupted (0: drain once and exit)")
 		answer      = fs.String("answer", "Acknowledged", "status to answer commands with")
 		concurrency = fs.Int("concurrency", 64, "devices talking to the server at once (0: all)")
 		verbose     = fs.Bool("v", false, "print each command's raw plist")
 	)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments: %v", fs.Args())
-	}
 	var opts []device.Option
-	if *checkinURL != "" {
-		opts = append(opts, device.WithCheckinURL(*checkinURL))
+	if *dev.checkinURL != "" {
+		opts = append(opts, device.WithCheckinURL(*dev.checkinURL))
 	}
 	if *certHeader != "" {
 		opts = append(opts, device.WithCertHeader(*certHeader, device.CertHeaderRFC9440))
@@ -110,7 +104,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		if *caCert == "" || *caKey == "" {
 			return errors.New("-ca-cert and -ca-key are required (the device CA the server trusts, e.g. the files picomdm -dev writes), or -profile-url")
 		}
-		kt, err := device.ParseKeyType(*keyType)
+		kt, err := device.ParseKeyType(*dev.keyType)
 		if err != nil {
 			return err
 		}
@@ -118,8 +112,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		opts = append([]device.Option{device.WithKeyType(kt), device.WithTopic(*topic)}, opts...)
-		if fleet, err = device.NewFleet(ca, *serverURL, *devices, opts...); err != nil {
+		opts = append([]device.Option{device.WithKeyType(kt), device.WithTopic(*dev.topic)}, opts...)
+		if fleet, err = device.NewFleet(ca, *dev.serverURL, *devices, opts...); err != nil {
 			return err
 		}
 	}
@@ -127,6 +121,33 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fleet.Answer = device.Answer(*answer)
 	fleet.PrintTo(stdout, *verbose)
 	return fleet.Run(ctx, *watch)
+}
+
+// deviceFlags are the flags devsim and devsim bench share: where the
+// simulated devices talk and what keys and topic they have.
+type deviceFlags struct {
+	serverURL, checkinURL, keyType, topic *string
+}
+
+// addDeviceFlags registers the deviceFlags on fs.
+func addDeviceFlags(fs *flag.FlagSet) deviceFlags {
+	return deviceFlags{
+		serverURL:  fs.String("url", "http://127.0.0.1:9000/mdm", "server MDM URL the devices use"),
+		checkinURL: fs.String("checkin-url", "", "separate check-in URL (servers run with -checkin)"),
+		keyType:    fs.String("key-type", "rsa", "device identity key type: rsa (RSA-2048, what SCEP issues) or ecdsa (P-256)"),
+		topic:      fs.String("topic", device.DefaultTopic, "push topic the devices report"),
+	}
+}
+
+// parseFlags parses args with fs, refusing arguments after the flags.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	return nil
 }
 
 // loadCA reads the device CA from its certificate and key files; an empty

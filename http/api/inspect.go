@@ -165,13 +165,13 @@ func InspectionRoutes(store InspectionStore, logger *slog.Logger) map[string]htt
 	h := &inspector{store: store, logger: orDefault(logger)}
 	return map[string]http.Handler{
 		RouteEnrollments:   h.methods(h.listEnrollments, nil),
-		RouteEnrollment:    h.methods(h.getEnrollment, nil),
-		RouteQueue:         h.methods(h.getQueue, h.clearQueue),
-		RouteQueuedCommand: h.methods(nil, h.cancelCommand),
-		RouteCommand:       h.methods(h.getCommand, nil),
-		RouteCommandResult: h.methods(h.getCommandResult, nil),
-		RouteCertificates:  h.methods(h.getCertificates, nil),
-		RouteCertificate:   h.methods(nil, h.deleteCertificate),
+		RouteEnrollment:    h.methods(h.getEnrollment, nil, "id"),
+		RouteQueue:         h.methods(h.getQueue, h.clearQueue, "id"),
+		RouteQueuedCommand: h.methods(nil, h.cancelCommand, "id", "command_uuid"),
+		RouteCommand:       h.methods(h.getCommand, nil, "command_uuid"),
+		RouteCommandResult: h.methods(h.getCommandResult, nil, "command_uuid", "id"),
+		RouteCertificates:  h.methods(h.getCertificates, nil, "id"),
+		RouteCertificate:   h.methods(nil, h.deleteCertificate, "id", "hash"),
 	}
 }
 
@@ -180,9 +180,16 @@ type inspector struct {
 	logger *slog.Logger
 }
 
+// inspectFunc serves one method of an inspection route. vals are the
+// route's path values (the names given to methods, in order), none empty.
+// It returns the 200 JSON answer, or the error to answer with; neither
+// means it wrote the response itself.
+type inspectFunc func(w http.ResponseWriter, r *http.Request, vals []string) (any, error)
+
 // methods dispatches GET and HEAD to get and DELETE to del (either may be
-// nil) and answers 405 to anything else.
-func (h *inspector) methods(get, del http.HandlerFunc) http.Handler {
+// nil), answering 405 to anything else, after reading the path values
+// names (404 if one is empty); it writes what they return.
+func (h *inspector) methods(get, del inspectFunc, names ...string) http.Handler {
 	var allow []string
 	if get != nil {
 		allow = append(allow, http.MethodGet, http.MethodHead)
@@ -191,13 +198,26 @@ func (h *inspector) methods(get, del http.HandlerFunc) http.Handler {
 		allow = append(allow, http.MethodDelete)
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var serve inspectFunc
 		switch {
 		case get != nil && (r.Method == http.MethodGet || r.Method == http.MethodHead):
-			get(w, r)
+			serve = get
 		case del != nil && r.Method == http.MethodDelete:
-			del(w, r)
+			serve = del
 		default:
 			methodNotAllowed(w, r, h.logger, allow)
+			return
+		}
+		vals, err := pathValues(r, names...)
+		var resp any
+		if err == nil {
+			resp, err = serve(w, r, vals)
+		}
+		switch {
+		case err != nil:
+			picohttp.WriteAPIError(w, r, h.logger, err)
+		case resp != nil:
+			picohttp.WriteJSON(w, r, h.logger, http.StatusOK, resp)
 		}
 	})
 }
@@ -312,50 +332,40 @@ func enrollmentJSON(e *storage.EnrollmentInfo) EnrollmentJSON {
 	}
 }
 
-func (h *inspector) listEnrollments(w http.ResponseWriter, r *http.Request) {
+func (h *inspector) listEnrollments(_ http.ResponseWriter, r *http.Request, _ []string) (any, error) {
 	f, err := enrollmentFilter(r)
 	if err != nil {
-		picohttp.WriteAPIError(w, r, h.logger, err)
-		return
+		return nil, err
 	}
 	p, err := page(r)
 	if err != nil {
-		picohttp.WriteAPIError(w, r, h.logger, err)
-		return
+		return nil, err
 	}
 	infos, next, err := h.store.ListEnrollments(r.Context(), f, p)
 	if err != nil {
-		picohttp.WriteAPIError(w, r, h.logger, fmt.Errorf("listing enrollments: %w", err))
-		return
+		return nil, fmt.Errorf("listing enrollments: %w", err)
 	}
 	resp := &EnrollmentsResponse{Enrollments: make([]EnrollmentJSON, 0, len(infos)), NextCursor: next}
 	for i := range infos {
 		resp.Enrollments = append(resp.Enrollments, enrollmentJSON(&infos[i]))
 	}
-	picohttp.WriteJSON(w, r, h.logger, http.StatusOK, resp)
+	return resp, nil
 }
 
-func (h *inspector) getEnrollment(w http.ResponseWriter, r *http.Request) {
-	vals, err := pathValues(r, "id")
-	if err != nil {
-		picohttp.WriteAPIError(w, r, h.logger, err)
-		return
-	}
+func (h *inspector) getEnrollment(_ http.ResponseWriter, r *http.Request, vals []string) (any, error) {
 	id := vals[0]
 	info, err := h.store.RetrieveEnrollment(r.Context(), id)
 	if err != nil {
-		picohttp.WriteAPIError(w, r, h.logger, fmt.Errorf("retrieving enrollment: %w", err))
-		return
+		return nil, fmt.Errorf("retrieving enrollment: %w", err)
 	}
-	resp := EnrollmentDetailJSON{EnrollmentJSON: enrollmentJSON(info), UserChannels: []EnrollmentJSON{}}
+	resp := &EnrollmentDetailJSON{EnrollmentJSON: enrollmentJSON(info), UserChannels: []EnrollmentJSON{}}
 	if info.ParentID == "" && !info.Type.IsUserChannel() {
 		// A device channel: list its user channels, every page.
 		p := storage.Page{Limit: storage.MaxPageLimit}
 		for {
 			infos, next, err := h.store.ListEnrollments(r.Context(), storage.EnrollmentFilter{DeviceID: id}, p)
 			if err != nil {
-				picohttp.WriteAPIError(w, r, h.logger, fmt.Errorf("listing user channels: %w", err))
-				return
+				return nil, fmt.Errorf("listing user channels: %w", err)
 			}
 			for i := range infos {
 				if infos[i].ID != id {
@@ -368,19 +378,13 @@ func (h *inspector) getEnrollment(w http.ResponseWriter, r *http.Request) {
 			p.Cursor = next
 		}
 	}
-	picohttp.WriteJSON(w, r, h.logger, http.StatusOK, &resp)
+	return resp, nil
 }
 
-func (h *inspector) getQueue(w http.ResponseWriter, r *http.Request) {
-	vals, err := pathValues(r, "id")
-	if err != nil {
-		picohttp.WriteAPIError(w, r, h.logger, err)
-		return
-	}
+func (h *inspector) getQueue(_ http.ResponseWriter, r *http.Request, vals []string) (any, error) {
 	cmds, err := h.store.RetrieveQueue(r.Context(), vals[0])
 	if err != nil {
-		picohttp.WriteAPIError(w, r, h.logger, fmt.Errorf("retrieving queue: %w", err))
-		return
+		return nil, fmt.Errorf("retrieving queue: %w", err)
 	}
 	resp := &QueueResponse{ID: vals[0], Commands: make([]QueuedCommandJSON, 0, len(cmds))}
 	for _, c := range cmds {
@@ -397,58 +401,38 @@ func (h *inspector) getQueue(w http.ResponseWriter, r *http.Request) {
 		}
 		resp.Commands = append(resp.Commands, qc)
 	}
-	picohttp.WriteJSON(w, r, h.logger, http.StatusOK, resp)
+	return resp, nil
 }
 
-func (h *inspector) clearQueue(w http.ResponseWriter, r *http.Request) {
-	vals, err := pathValues(r, "id")
-	if err != nil {
-		picohttp.WriteAPIError(w, r, h.logger, err)
-		return
-	}
+func (h *inspector) clearQueue(_ http.ResponseWriter, r *http.Request, vals []string) (any, error) {
 	n, err := h.store.ClearQueue(r.Context(), vals[0])
 	if err != nil {
-		picohttp.WriteAPIError(w, r, h.logger, fmt.Errorf("clearing queue: %w", err))
-		return
+		return nil, fmt.Errorf("clearing queue: %w", err)
 	}
 	h.logger.InfoContext(r.Context(), "queue cleared", "id", vals[0], "cleared", n)
-	picohttp.WriteJSON(w, r, h.logger, http.StatusOK, map[string]int{"cleared": n})
+	return map[string]int{"cleared": n}, nil
 }
 
-func (h *inspector) cancelCommand(w http.ResponseWriter, r *http.Request) {
-	vals, err := pathValues(r, "id", "command_uuid")
-	if err != nil {
-		picohttp.WriteAPIError(w, r, h.logger, err)
-		return
-	}
+func (h *inspector) cancelCommand(_ http.ResponseWriter, r *http.Request, vals []string) (any, error) {
 	if err := h.store.CancelCommand(r.Context(), vals[0], vals[1]); err != nil {
-		picohttp.WriteAPIError(w, r, h.logger, fmt.Errorf("cancelling command: %w", err))
-		return
+		return nil, fmt.Errorf("cancelling command: %w", err)
 	}
 	h.logger.InfoContext(r.Context(), "command cancelled", "id", vals[0], "command_uuid", vals[1])
-	picohttp.WriteJSON(w, r, h.logger, http.StatusOK, map[string]bool{"cancelled": true})
+	return map[string]bool{"cancelled": true}, nil
 }
 
-func (h *inspector) getCommand(w http.ResponseWriter, r *http.Request) {
-	vals, err := pathValues(r, "command_uuid")
-	if err != nil {
-		picohttp.WriteAPIError(w, r, h.logger, err)
-		return
-	}
+func (h *inspector) getCommand(_ http.ResponseWriter, r *http.Request, vals []string) (any, error) {
 	p, err := page(r)
 	if err != nil {
-		picohttp.WriteAPIError(w, r, h.logger, err)
-		return
+		return nil, err
 	}
 	cmd, err := h.store.RetrieveCommand(r.Context(), vals[0])
 	if err != nil {
-		picohttp.WriteAPIError(w, r, h.logger, fmt.Errorf("retrieving command: %w", err))
-		return
+		return nil, fmt.Errorf("retrieving command: %w", err)
 	}
 	states, next, err := h.store.ListCommandStates(r.Context(), vals[0], p)
 	if err != nil {
-		picohttp.WriteAPIError(w, r, h.logger, fmt.Errorf("listing command states: %w", err))
-		return
+		return nil, fmt.Errorf("listing command states: %w", err)
 	}
 	resp := &CommandResponse{
 		CommandUUID: cmd.CommandUUID,
@@ -468,57 +452,45 @@ func (h *inspector) getCommand(w http.ResponseWriter, r *http.Request) {
 			Result:      s.Result,
 		})
 	}
-	picohttp.WriteJSON(w, r, h.logger, http.StatusOK, resp)
+	return resp, nil
 }
 
 // errNoResult is the 404 for a command an enrollment has not answered.
 var errNoResult = fmt.Errorf("no result yet: %w", storage.ErrNotFound)
 
-func (h *inspector) getCommandResult(w http.ResponseWriter, r *http.Request) {
-	vals, err := pathValues(r, "command_uuid", "id")
-	if err != nil {
-		picohttp.WriteAPIError(w, r, h.logger, err)
-		return
-	}
+func (h *inspector) getCommandResult(w http.ResponseWriter, r *http.Request, vals []string) (any, error) {
 	state, err := h.store.RetrieveCommandResult(r.Context(), vals[0], vals[1])
 	if err == nil && len(state.Result) == 0 {
 		err = errNoResult
 	}
 	if err != nil {
-		picohttp.WriteAPIError(w, r, h.logger, fmt.Errorf("retrieving command result: %w", err))
-		return
+		return nil, fmt.Errorf("retrieving command result: %w", err)
 	}
 	w.Header().Add("Vary", "Accept")
 	if !prefersJSON(r.Header.Values("Accept")) {
 		writeBody(w, r, h.logger, "application/xml", state.Result)
-		return
+		return nil, nil
 	}
 	b, err := commands.ResultJSON(state.Result)
 	if err != nil {
 		// The device's plist was stored as it came and is still served
 		// raw. A 500 whatever err wraps (a parse error would map to 400):
 		// the request was fine, the stored result is not.
-		picohttp.WriteAPIError(w, r, h.logger, service.NewStatusError(http.StatusInternalServerError, fmt.Errorf(
-			"converting the result to JSON (ask without Accept: application/json for the raw plist): %w", err)))
-		return
+		return nil, service.NewStatusError(http.StatusInternalServerError, fmt.Errorf(
+			"converting the result to JSON (ask without Accept: application/json for the raw plist): %w", err))
 	}
 	writeBody(w, r, h.logger, "application/json", b)
+	return nil, nil
 }
 
 // errUserChannelCerts is the 400 for certificates asked of a user channel.
 var errUserChannelCerts = badRequest("a user channel has no certificates of its own: ask its device channel")
 
-func (h *inspector) getCertificates(w http.ResponseWriter, r *http.Request) {
-	vals, err := pathValues(r, "id")
-	if err != nil {
-		picohttp.WriteAPIError(w, r, h.logger, err)
-		return
-	}
+func (h *inspector) getCertificates(_ http.ResponseWriter, r *http.Request, vals []string) (any, error) {
 	id := vals[0]
 	certs, err := h.store.RetrieveCertHashes(r.Context(), id)
 	if err != nil {
-		picohttp.WriteAPIError(w, r, h.logger, fmt.Errorf("retrieving certificates: %w", err))
-		return
+		return nil, fmt.Errorf("retrieving certificates: %w", err)
 	}
 	if len(certs) == 0 {
 		// None: say whether the enrollment exists at all. (A device that
@@ -530,8 +502,7 @@ func (h *inspector) getCertificates(w http.ResponseWriter, r *http.Request) {
 			err = errUserChannelCerts
 		}
 		if err != nil {
-			picohttp.WriteAPIError(w, r, h.logger, fmt.Errorf("retrieving certificates: %w", err))
-			return
+			return nil, fmt.Errorf("retrieving certificates: %w", err)
 		}
 	}
 	resp := &CertificatesResponse{ID: id, Certificates: make([]CertificateJSON, 0, len(certs))}
@@ -542,7 +513,7 @@ func (h *inspector) getCertificates(w http.ResponseWriter, r *http.Request) {
 			AssociatedAt: timeJSON(c.AssociatedAt),
 		})
 	}
-	picohttp.WriteJSON(w, r, h.logger, http.StatusOK, resp)
+	return resp, nil
 }
 
 // validCertHash reports whether s is a cert-auth hash: 64 lower-case hex
@@ -559,21 +530,14 @@ func validCertHash(s string) bool {
 	return true
 }
 
-func (h *inspector) deleteCertificate(w http.ResponseWriter, r *http.Request) {
-	vals, err := pathValues(r, "id", "hash")
-	if err != nil {
-		picohttp.WriteAPIError(w, r, h.logger, err)
-		return
-	}
+func (h *inspector) deleteCertificate(_ http.ResponseWriter, r *http.Request, vals []string) (any, error) {
 	id, hash := vals[0], vals[1]
 	if !validCertHash(hash) {
-		picohttp.WriteAPIError(w, r, h.logger, badRequest("certificate hash: want 64 lower-case hex digits (SHA-256 of the DER)"))
-		return
+		return nil, badRequest("certificate hash: want 64 lower-case hex digits (SHA-256 of the DER)")
 	}
 	if err := h.store.DeleteCertHash(r.Context(), id, hash); err != nil {
-		picohttp.WriteAPIError(w, r, h.logger, fmt.Errorf("deleting certificate: %w", err))
-		return
+		return nil, fmt.Errorf("deleting certificate: %w", err)
 	}
 	h.logger.InfoContext(r.Context(), "identity certificate removed", "enrollment_id", id, "cert_hash", hash)
-	picohttp.WriteJSON(w, r, h.logger, http.StatusOK, map[string]bool{"deleted": true})
+	return map[string]bool{"deleted": true}, nil
 }

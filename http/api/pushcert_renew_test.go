@@ -1,16 +1,9 @@
 package api_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"log/slog"
 	"maps"
-	"math/big"
 	"net/http"
 	"slices"
 	"strings"
@@ -24,36 +17,6 @@ import (
 	"github.com/picomdm/picomdm/storage/storagetest"
 	"github.com/picomdm/picomdm/test/logtest"
 )
-
-// pushCertExpiring returns a PEM push certificate for topic expiring at
-// notAfter, and its PEM key.
-func pushCertExpiring(t *testing.T, topic string, notAfter time.Time) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject: pkix.Name{
-			CommonName: "APSP:" + storagetest.NewUUID(),
-			ExtraNames: []pkix.AttributeTypeAndValue{{Type: oidUID, Value: topic}},
-		},
-		NotBefore:   notAfter.Add(-365 * 24 * time.Hour),
-		NotAfter:    notAfter,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
-}
 
 // enrollOnTopic enrolls n devices whose TokenUpdate names topic.
 func enrollOnTopic(t *testing.T, store storage.Store, topic string, n int) {
@@ -79,14 +42,14 @@ func TestPushCertPutWarnsCreateInsteadOfRenew(t *testing.T) {
 
 	oldTopic, newTopic := storagetest.NewTopic(), storagetest.NewTopic()
 	oldExpiry := time.Now().Add(10 * 24 * time.Hour).Truncate(time.Second)
-	oldCert, oldKey := pushCertExpiring(t, oldTopic, oldExpiry)
+	oldCert, oldKey := pushCert(t, oldTopic, "PRIVATE KEY", oldExpiry)
 	if err := store.StorePushCert(t.Context(), oldCert, oldKey); err != nil {
 		t.Fatal(err)
 	}
 	enrollOnTopic(t, store, oldTopic, 3)
 
 	// Create instead of Renew: a new topic, nobody on it.
-	newCert, newKey := pushCertExpiring(t, newTopic, time.Now().Add(365*24*time.Hour).Truncate(time.Second))
+	newCert, newKey := pushCert(t, newTopic, "PRIVATE KEY", time.Now().Add(365*24*time.Hour).Truncate(time.Second))
 	rec := do(t, mux, http.MethodPut, "/v1/pushcert", cat(newCert, newKey), true)
 	if rec.Code != http.StatusOK {
 		t.Fatalf("PUT: %d %s, want 200 (a warning is not a refusal)", rec.Code, rec.Body)
@@ -118,7 +81,7 @@ func TestPushCertPutWarnsCreateInsteadOfRenew(t *testing.T) {
 	}
 
 	// Renew: the devices' own topic, no warning and no field.
-	renewed, renewedKey := pushCertExpiring(t, oldTopic, time.Now().Add(365*24*time.Hour).Truncate(time.Second))
+	renewed, renewedKey := pushCert(t, oldTopic, "PRIVATE KEY", time.Now().Add(365*24*time.Hour).Truncate(time.Second))
 	rec = do(t, mux, http.MethodPut, "/v1/pushcert", cat(renewed, renewedKey), true)
 	var fields map[string]any
 	if err := json.Unmarshal(rec.Body.Bytes(), &fields); err != nil || rec.Code != http.StatusOK {

@@ -3,17 +3,11 @@ package api_test
 import (
 	"bytes"
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/json"
 	"encoding/pem"
-	"math/big"
 	"net/http"
 	"strings"
 	"testing"
@@ -24,6 +18,7 @@ import (
 	"github.com/picomdm/picomdm/storage"
 	"github.com/picomdm/picomdm/storage/inmem"
 	"github.com/picomdm/picomdm/storage/storagetest"
+	"github.com/picomdm/picomdm/test/testpki"
 )
 
 // pushCertServer mounts PushCertHandler the way cmd/picomdm does.
@@ -35,50 +30,34 @@ func pushCertServer(store storage.PushCertStore) http.Handler {
 
 var oidUID = asn1.ObjectIdentifier{0, 9, 2342, 19200300, 100, 1, 1}
 
-// pushCertWithKey returns a PEM push certificate for topic and its key,
-// PEM-encoded as keyType: "PRIVATE KEY" (PKCS #8), "RSA PRIVATE KEY"
-// (PKCS #1) or "EC PRIVATE KEY" (SEC 1), the forms openssl writes.
+// pushCertWithKey returns a PEM push certificate for topic, valid for a
+// year, and its key, PEM-encoded as keyType: "PRIVATE KEY" (PKCS #8),
+// "RSA PRIVATE KEY" (PKCS #1) or "EC PRIVATE KEY" (SEC 1), the forms
+// openssl writes.
 func pushCertWithKey(t *testing.T, topic, keyType string) (certPEM, keyPEM []byte, notAfter time.Time) {
 	t.Helper()
-	var key crypto.Signer
-	var err error
-	if keyType == "RSA PRIVATE KEY" {
-		key, err = rsa.GenerateKey(rand.Reader, 2048)
-	} else {
-		key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
 	notAfter = time.Now().Add(365 * 24 * time.Hour).Truncate(time.Second)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject: pkix.Name{
-			CommonName: "APSP:" + storagetest.NewUUID(),
-			ExtraNames: []pkix.AttributeTypeAndValue{{Type: oidUID, Value: topic}},
-		},
-		NotBefore:   time.Now().Add(-time.Hour),
-		NotAfter:    notAfter,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	certPEM, keyPEM = pushCert(t, topic, keyType, notAfter)
+	return certPEM, keyPEM, notAfter
+}
+
+// pushCert returns a self-signed PEM push certificate for topic expiring
+// at notAfter, the way Apple names it (CN "APSP:<uuid>", the topic in the
+// UID attribute), and its key PEM-encoded as keyType (an RSA key for "RSA
+// PRIVATE KEY", ECDSA otherwise).
+func pushCert(t *testing.T, topic, keyType string, notAfter time.Time) (certPEM, keyPEM []byte) {
+	t.Helper()
+	opts := []testpki.Option{
+		testpki.Validity(notAfter.Add(-366*24*time.Hour), notAfter),
+		testpki.Template(func(c *x509.Certificate) {
+			c.Subject.ExtraNames = []pkix.AttributeTypeAndValue{{Type: oidUID, Value: topic}}
+		}),
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
+	if keyType == "RSA PRIVATE KEY" {
+		opts = append(opts, testpki.RSA())
 	}
-	var keyDER []byte
-	switch keyType {
-	case "RSA PRIVATE KEY":
-		keyDER = x509.MarshalPKCS1PrivateKey(key.(*rsa.PrivateKey))
-	case "EC PRIVATE KEY":
-		keyDER, err = x509.MarshalECPrivateKey(key.(*ecdsa.PrivateKey))
-	default:
-		keyDER, err = x509.MarshalPKCS8PrivateKey(key)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: keyType, Bytes: keyDER}), notAfter
+	id := testpki.SelfSigned(t, "APSP:"+storagetest.NewUUID(), opts...)
+	return id.PEM(), id.KeyPEM(t, keyType)
 }
 
 func cat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }

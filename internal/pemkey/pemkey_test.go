@@ -3,16 +3,15 @@ package pemkey
 import (
 	"crypto"
 	"crypto/ecdh"
-	"crypto/ecdsa"
 	"crypto/ed25519"
-	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/picomdm/picomdm/test/testpki"
 )
 
 func pemOf(typ string, der []byte) []byte {
@@ -22,14 +21,7 @@ func pemOf(typ string, der []byte) []byte {
 // TestParse reads each encoding, under its own PEM type and under another
 // one, after blocks that hold no key.
 func TestParse(t *testing.T) {
-	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rsaKey, ecKey := testpki.NewRSAKey(t), testpki.NewECDSAKey(t)
 	_, edKey, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)

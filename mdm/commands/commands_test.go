@@ -204,6 +204,23 @@ func checkRoundTrip(t *testing.T, body []byte, want map[string]any) {
 	}
 }
 
+// wantDelivered checks that the plist Plist makes of dict decodes, as a
+// device reads it, to exactly want.
+func wantDelivered(t *testing.T, dict, want map[string]any) {
+	t.Helper()
+	raw, err := commands.Plist("U", dict)
+	if err != nil {
+		t.Fatalf("Plist: %v", err)
+	}
+	_, got, err := commandstest.DecodeCommand(raw)
+	if err != nil {
+		t.Fatalf("decoding the plist: %v", err)
+	}
+	if d := commandstest.Diff(got, want); d != "" {
+		t.Errorf("delivered command differs: %s\n%s", d, raw)
+	}
+}
+
 // syntheticSpecs have the shapes Apple's command schemas lack today
 // (dates, reals, bounds, keyless collections, an array of several item
 // types without a discriminating key) and the ones they have.
@@ -231,6 +248,15 @@ var syntheticSpecs = []commands.Spec{{
 	},
 }}
 
+// syntheticBody is the JSON of a Synthetic command with keys (JSON
+// members), and the required When unless keys set it.
+func syntheticBody(keys string) string {
+	if strings.HasPrefix(keys, `"When"`) {
+		return `{"RequestType":"Synthetic",` + keys + `}`
+	}
+	return `{"RequestType":"Synthetic","When":"2026-01-02T15:04:05Z",` + keys + `}`
+}
+
 // fromSynthetic is FromJSON against syntheticSpecs.
 func fromSynthetic(body string) (map[string]any, error) {
 	_, dict, err := commands.FromJSONWith(syntheticSpecs, []byte(body))
@@ -248,17 +274,7 @@ func TestSyntheticSamples(t *testing.T) {
 		if !reflect.DeepEqual(dict, want) {
 			t.Fatalf("%s: got %#v, want %#v", body, dict, want)
 		}
-		raw, err := commands.Plist("U", dict)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, got, err := commandstest.DecodeCommand(raw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if d := commandstest.Diff(got, want); d != "" {
-			t.Errorf("%s: %s\n%s", body, d, raw)
-		}
+		wantDelivered(t, dict, want)
 	}
 }
 
@@ -295,10 +311,7 @@ func TestConversions(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			body := `{"RequestType":"Synthetic","When":"2026-01-02T15:04:05Z",` + tt.body + `}`
-			if strings.HasPrefix(tt.body, `"When"`) {
-				body = `{"RequestType":"Synthetic",` + tt.body + `}`
-			}
+			body := syntheticBody(tt.body)
 			dict, err := fromSynthetic(body)
 			if err != nil {
 				t.Fatalf("%s: %v", body, err)
@@ -306,17 +319,7 @@ func TestConversions(t *testing.T) {
 			if !reflect.DeepEqual(dict[tt.key], tt.want) {
 				t.Errorf("%s = %#v, want %#v", tt.key, dict[tt.key], tt.want)
 			}
-			raw, err := commands.Plist("U", dict)
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, got, err := commandstest.DecodeCommand(raw)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if d := commandstest.Diff(got, dict); d != "" {
-				t.Errorf("plist differs: %s\n%s", d, raw)
-			}
+			wantDelivered(t, dict, dict)
 		})
 	}
 }
@@ -472,10 +475,7 @@ func TestSyntheticErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			body := `{"RequestType":"Synthetic","When":"2026-01-02T15:04:05Z",` + tt.body + `}`
-			if strings.HasPrefix(tt.body, `"When"`) {
-				body = `{"RequestType":"Synthetic",` + tt.body + `}`
-			}
+			body := syntheticBody(tt.body)
 			_, err := fromSynthetic(body)
 			var pe *commands.PathError
 			if !errors.As(err, &pe) || err.Error() != tt.want {

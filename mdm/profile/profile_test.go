@@ -2,21 +2,16 @@ package profile
 
 import (
 	"bytes"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/micromdm/plist"
 	"github.com/smallstep/pkcs7"
+
+	"github.com/picomdm/picomdm/test/testpki"
 )
 
 // decodedProfile is what a device reads from an enrollment profile.
@@ -176,44 +171,14 @@ func TestGenerateRefuses(t *testing.T) {
 	}
 }
 
-// signer returns a self-signed RSA certificate and its key, as PEM too.
-func signer(t *testing.T) (*x509.Certificate, *rsa.PrivateKey, []byte, []byte) {
-	t.Helper()
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "Profile Signer"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert, key,
-		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
-}
-
 // TestSign checks that signed profiles verify and carry the profile.
 func TestSign(t *testing.T) {
 	unsigned, err := Generate(Options{ServerURL: "https://a.example/mdm", Topic: "t", SCEP: &SCEP{URL: "https://a.example/scep"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, key, certPEM, keyPEM := signer(t)
+	signer := testpki.SelfSigned(t, "Profile Signer", testpki.RSA())
+	cert, key, certPEM, keyPEM := signer.Cert, signer.Key, signer.PEM(), signer.KeyPEM(t, "PRIVATE KEY")
 	direct, err := Sign(unsigned, cert, key)
 	if err != nil {
 		t.Fatal(err)

@@ -2,14 +2,8 @@ package scepca_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
-	"math/big"
 	"sync"
 	"testing"
 	"time"
@@ -17,6 +11,7 @@ import (
 	"github.com/picomdm/picomdm/service/scepca"
 	"github.com/picomdm/picomdm/storage"
 	"github.com/picomdm/picomdm/storage/inmem"
+	"github.com/picomdm/picomdm/test/testpki"
 )
 
 func TestLoadCreatesOnce(t *testing.T) {
@@ -97,15 +92,15 @@ func TestParseRefuses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ecCert, ecKey := ecdsaCA(t, true)
-	leafCert, leafKey := rsaLeaf(t)
+	ec := testpki.NewCA(t, "EC")
+	leaf := testpki.SelfSigned(t, "leaf", testpki.RSA()) // RSA, but not a CA's
 	for name, tc := range map[string]struct {
 		cert, key []byte
 		want      error
 	}{
 		"mismatched pair": {otherCert, keyPEM, nil},
-		"ECDSA":           {ecCert, ecKey, scepca.ErrNotRSA},
-		"not a CA":        {leafCert, leafKey, nil},
+		"ECDSA":           {ec.PEM(), ec.KeyPEM(t, "PRIVATE KEY"), scepca.ErrNotRSA},
+		"not a CA":        {leaf.PEM(), leaf.KeyPEM(t, "PRIVATE KEY"), nil},
 		"garbage":         {[]byte("x"), []byte("y"), nil},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -174,48 +169,4 @@ func TestMintChallenge(t *testing.T) {
 	if err != nil || len(list) != 1 {
 		t.Errorf("refused requests stored challenges: %d, %v", len(list), err)
 	}
-}
-
-func ecdsaCA(t *testing.T, isCA bool) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "EC"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: isCA, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
-}
-
-// rsaLeaf is an RSA certificate that is not a CA's.
-func rsaLeaf(t *testing.T) (certPEM, keyPEM []byte) {
-	t.Helper()
-	caCert, caKey, err := scepca.NewCA("issuer")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := scepca.Parse(caCert, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "leaf"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, ca.Key.Public(), ca.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(ca.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
 }

@@ -94,6 +94,37 @@ func TestTallyErrorOmitsTally(t *testing.T) {
 	}
 }
 
+// wantEachOnceInOrder checks what rc received: total distinct
+// acknowledgement events, none twice, each enrollment's in CommandUUID
+// order, each with exactly one successful attempt (after any failed
+// ones). It returns how many took more than one attempt.
+func wantEachOnceInOrder(t *testing.T, rc *receiver, tries *attempts, total int) (retried int) {
+	t.Helper()
+	seen := map[string]bool{}
+	last := map[string]string{}
+	for _, d := range rc.deliveries() {
+		ev := d.event(t)
+		if seen[ev.EventID] {
+			t.Errorf("event %s arrived twice", ev.EventID)
+		}
+		seen[ev.EventID] = true
+		ack := ev.AcknowledgeEvent
+		if ack.CommandUUID <= last[ack.IDs.ID] {
+			t.Errorf("%s: %s delivered after %s", ack.IDs.ID, ack.CommandUUID, last[ack.IDs.ID])
+		}
+		last[ack.IDs.ID] = ack.CommandUUID
+		if all, failed := tries.of(ev.EventID); all != failed+1 {
+			t.Errorf("event %s: %d attempts with %d failures, want exactly one that succeeded", ev.EventID, all, failed)
+		} else if all > 1 {
+			retried++
+		}
+	}
+	if len(seen) != total {
+		t.Fatalf("%d distinct events arrived, want %d", len(seen), total)
+	}
+	return retried
+}
+
 // TestReceiverDown takes the receiver away while several devices report,
 // waits until the outage has made the webhook retry, brings the receiver
 // back, and checks every event arrives exactly once, in order per
@@ -129,30 +160,7 @@ func TestReceiverDown(t *testing.T) {
 			}
 			total := perDevice * (devices + 3)
 			waitFor(t, "every event delivered", func() bool { return w.Stats().Delivered == uint64(total) })
-			seen := map[string]bool{}
-			last := map[string]string{}
-			retried := 0
-			for _, d := range rc.deliveries() {
-				ev := d.event(t)
-				if seen[ev.EventID] {
-					t.Errorf("event %s arrived twice", ev.EventID)
-				}
-				seen[ev.EventID] = true
-				a := ev.AcknowledgeEvent
-				if a.CommandUUID <= last[a.IDs.ID] {
-					t.Errorf("%s: %s delivered after %s", a.IDs.ID, a.CommandUUID, last[a.IDs.ID])
-				}
-				last[a.IDs.ID] = a.CommandUUID
-				if all, failed := tries.of(ev.EventID); all != failed+1 {
-					t.Errorf("event %s: %d attempts with %d failures, want exactly one that succeeded", ev.EventID, all, failed)
-				} else if all > 1 {
-					retried++
-				}
-			}
-			if len(seen) != total {
-				t.Fatalf("%d distinct events arrived, want %d", len(seen), total)
-			}
-			if retried == 0 {
+			if retried := wantEachOnceInOrder(t, rc, tries, total); retried == 0 {
 				t.Error("no delivered event was ever retried")
 			}
 			st := w.Stats()
@@ -388,26 +396,7 @@ func TestTwoReplicas(t *testing.T) {
 	}
 	total := devices * perDevice
 	waitFor(t, "every event delivered", func() bool { return a.Stats().Delivered+b.Stats().Delivered == uint64(total) })
-	seen := map[string]bool{}
-	last := map[string]string{}
-	for _, d := range rc.deliveries() {
-		ev := d.event(t)
-		if seen[ev.EventID] {
-			t.Errorf("event %s delivered twice", ev.EventID)
-		}
-		seen[ev.EventID] = true
-		ack := ev.AcknowledgeEvent
-		if ack.CommandUUID <= last[ack.IDs.ID] {
-			t.Errorf("%s: %s delivered after %s", ack.IDs.ID, ack.CommandUUID, last[ack.IDs.ID])
-		}
-		last[ack.IDs.ID] = ack.CommandUUID
-		if all, failed := tries.of(ev.EventID); all != failed+1 {
-			t.Errorf("event %s: %d attempts, %d failed: want one success", ev.EventID, all, failed)
-		}
-	}
-	if len(seen) != total {
-		t.Fatalf("%d events arrived, want %d", len(seen), total)
-	}
+	wantEachOnceInOrder(t, rc, tries, total)
 	if a.Stats().Delivered == 0 || b.Stats().Delivered == 0 {
 		t.Errorf("one replica delivered everything (a %d, b %d): both should claim", a.Stats().Delivered, b.Stats().Delivered)
 	}

@@ -12,6 +12,28 @@ import (
 	"github.com/picomdm/picomdm/storage"
 )
 
+// wantAnswer hands c its next command, which must be want, and stores c's
+// report of it with status: one turn of the protocol's exchange.
+func wantAnswer(t testing.TB, s storage.Store, c *Channel, want *mdm.Command, status string) {
+	t.Helper()
+	wantNext(t, s, c, want)
+	mustReport(t, s, c, want.CommandUUID, status)
+}
+
+// enrolledWithQueue enrolls a new device and queues it one new command
+// per request type, in order.
+func enrolledWithQueue(t testing.TB, s storage.Store, requestTypes ...string) (*Channel, []*mdm.Command) {
+	t.Helper()
+	d := NewDevice()
+	Enroll(t, s, d)
+	cmds := make([]*mdm.Command, len(requestTypes))
+	for i, rt := range requestTypes {
+		cmds[i] = NewCommand(rt)
+		mustEnqueue(t, s, cmds[i], d.ID())
+	}
+	return d, cmds
+}
+
 // testQueueFIFO: commands come back in strict enqueue order, even when
 // enqueued back to back (same timestamp at any clock resolution) and when
 // their CommandUUIDs sort the other way round.
@@ -34,8 +56,7 @@ func testQueueFIFO(t *testing.T, s storage.Store) {
 	for _, c := range cmds {
 		wantNext(t, s, d, c)
 		// With nothing NotNow'd, skipNotNow changes nothing.
-		wantNext(t, s, d, c)
-		mustReport(t, s, d, c.CommandUUID, mdm.StatusAcknowledged)
+		wantAnswer(t, s, d, c, mdm.StatusAcknowledged)
 	}
 	wantNone(t, s, d)
 	wantNone(t, s, d)
@@ -56,8 +77,7 @@ func testQueueFIFOInterleaved(t *testing.T, s storage.Store) {
 		want []*mdm.Command
 	}{{d1, []*mdm.Command{a, c, d}}, {d2, []*mdm.Command{a, b, d}}} {
 		for _, cmd := range step.want {
-			wantNext(t, s, step.ch, cmd)
-			mustReport(t, s, step.ch, cmd.CommandUUID, mdm.StatusAcknowledged)
+			wantAnswer(t, s, step.ch, cmd, mdm.StatusAcknowledged)
 		}
 		wantNone(t, s, step.ch)
 	}
@@ -85,16 +105,12 @@ func testQueueByteExact(t *testing.T, s storage.Store) {
 // testQueueAtLeastOnce: a command handed out but not answered is handed
 // out again.
 func testQueueAtLeastOnce(t *testing.T, s storage.Store) {
-	d := NewDevice()
-	Enroll(t, s, d)
-	a, b := NewCommand("A"), NewCommand("B")
-	mustEnqueue(t, s, a, d.ID())
-	mustEnqueue(t, s, b, d.ID())
+	d, cmds := enrolledWithQueue(t, s, "A", "B")
+	a, b := cmds[0], cmds[1]
 	wantNext(t, s, d, a)
 	wantNext(t, s, d, a) // the device never answered: again
 	mustIdle(t, s, d)
-	wantNext(t, s, d, a)
-	mustReport(t, s, d, a.CommandUUID, mdm.StatusAcknowledged)
+	wantAnswer(t, s, d, a, mdm.StatusAcknowledged)
 	wantNext(t, s, d, b)
 }
 
@@ -107,13 +123,9 @@ func testQueueFinalStatuses(t *testing.T, s storage.Store) {
 		"SomeFutureStatus", // unknown to us, but not empty, Idle or NotNow
 	} {
 		t.Run(status, func(t *testing.T) {
-			d := NewDevice()
-			Enroll(t, s, d)
-			a, b := NewCommand("A"), NewCommand("B")
-			mustEnqueue(t, s, a, d.ID())
-			mustEnqueue(t, s, b, d.ID())
-			wantNext(t, s, d, a)
-			mustReport(t, s, d, a.CommandUUID, status)
+			d, cmds := enrolledWithQueue(t, s, "A", "B")
+			a, b := cmds[0], cmds[1]
+			wantAnswer(t, s, d, a, status)
 			wantNext(t, s, d, b)
 			wantNext(t, s, d, b)
 			mustIdle(t, s, d)
@@ -130,64 +142,43 @@ func testQueueFinalStatuses(t *testing.T, s storage.Store) {
 // final status is final.
 func testQueueNotNow(t *testing.T, s storage.Store) {
 	t.Run("SkipThenIdle", func(t *testing.T) {
-		d := NewDevice()
-		Enroll(t, s, d)
-		a, b, c := NewCommand("A"), NewCommand("B"), NewCommand("C")
-		for _, cmd := range []*mdm.Command{a, b, c} {
-			mustEnqueue(t, s, cmd, d.ID())
-		}
-		wantNext(t, s, d, a)
-		mustReport(t, s, d, a.CommandUUID, mdm.StatusNotNow)
-		wantNext(t, s, d, b)
-		mustReport(t, s, d, b.CommandUUID, mdm.StatusNotNow)
-		wantNext(t, s, d, c)
-		mustReport(t, s, d, c.CommandUUID, mdm.StatusNotNow)
+		d, cmds := enrolledWithQueue(t, s, "A", "B", "C")
+		a, b, c := cmds[0], cmds[1], cmds[2]
+		wantAnswer(t, s, d, a, mdm.StatusNotNow)
+		wantAnswer(t, s, d, b, mdm.StatusNotNow)
+		wantAnswer(t, s, d, c, mdm.StatusNotNow)
 		wantNone(t, s, d) // everything left is NotNow'd
 		// The next Idle: NotNow'd commands are eligible again, in order.
 		mustIdle(t, s, d)
-		wantNext(t, s, d, a)
-		mustReport(t, s, d, a.CommandUUID, mdm.StatusAcknowledged)
-		wantNext(t, s, d, b)
-		mustReport(t, s, d, b.CommandUUID, mdm.StatusAcknowledged)
+		wantAnswer(t, s, d, a, mdm.StatusAcknowledged)
+		wantAnswer(t, s, d, b, mdm.StatusAcknowledged)
 		wantNext(t, s, d, c)
 		// NotNow again, then final.
 		mustReport(t, s, d, c.CommandUUID, mdm.StatusNotNow)
 		wantNone(t, s, d)
 		mustIdle(t, s, d)
-		wantNext(t, s, d, c)
-		mustReport(t, s, d, c.CommandUUID, mdm.StatusError)
+		wantAnswer(t, s, d, c, mdm.StatusError)
 		wantNone(t, s, d)
 		mustIdle(t, s, d)
 		wantNone(t, s, d)
 	})
 	t.Run("RestOfExchange", func(t *testing.T) {
-		d := NewDevice()
-		Enroll(t, s, d)
-		a, b, c := NewCommand("A"), NewCommand("B"), NewCommand("C")
-		for _, cmd := range []*mdm.Command{a, b, c} {
-			mustEnqueue(t, s, cmd, d.ID())
-		}
-		wantNext(t, s, d, a)
-		mustReport(t, s, d, a.CommandUUID, mdm.StatusNotNow)
+		d, cmds := enrolledWithQueue(t, s, "A", "B", "C")
+		a, b, c := cmds[0], cmds[1], cmds[2]
+		wantAnswer(t, s, d, a, mdm.StatusNotNow)
 		wantNext(t, s, d, b)
 		// Answering b does not bring a back within the same exchange.
 		mustReport(t, s, d, b.CommandUUID, mdm.StatusAcknowledged)
-		wantNext(t, s, d, c)
-		mustReport(t, s, d, c.CommandUUID, mdm.StatusAcknowledged)
+		wantAnswer(t, s, d, c, mdm.StatusAcknowledged)
 		wantNone(t, s, d)
 		mustIdle(t, s, d)
-		wantNext(t, s, d, a)
-		mustReport(t, s, d, a.CommandUUID, mdm.StatusAcknowledged)
+		wantAnswer(t, s, d, a, mdm.StatusAcknowledged)
 		wantNone(t, s, d)
 	})
 	t.Run("OriginalPosition", func(t *testing.T) {
-		d := NewDevice()
-		Enroll(t, s, d)
-		a, b := NewCommand("A"), NewCommand("B")
-		mustEnqueue(t, s, a, d.ID())
-		mustEnqueue(t, s, b, d.ID())
-		wantNext(t, s, d, a)
-		mustReport(t, s, d, a.CommandUUID, mdm.StatusNotNow)
+		d, cmds := enrolledWithQueue(t, s, "A", "B")
+		a, b := cmds[0], cmds[1]
+		wantAnswer(t, s, d, a, mdm.StatusNotNow)
 		wantNext(t, s, d, b) // handed out, not answered
 		// A command enqueued after the NotNow is not NotNow'd.
 		c := NewCommand("C")
@@ -197,14 +188,11 @@ func testQueueNotNow(t *testing.T, s storage.Store) {
 		wantNext(t, s, d, a) // a before b: its original place
 		mustReport(t, s, d, a.CommandUUID, mdm.StatusNotNow)
 		mustReport(t, s, d, a.CommandUUID, mdm.StatusNotNow) // twice is fine
-		wantNext(t, s, d, b)
-		mustReport(t, s, d, b.CommandUUID, mdm.StatusAcknowledged)
-		wantNext(t, s, d, c)
-		mustReport(t, s, d, c.CommandUUID, mdm.StatusAcknowledged)
+		wantAnswer(t, s, d, b, mdm.StatusAcknowledged)
+		wantAnswer(t, s, d, c, mdm.StatusAcknowledged)
 		wantNone(t, s, d)
 		mustIdle(t, s, d)
-		wantNext(t, s, d, a)
-		mustReport(t, s, d, a.CommandUUID, mdm.StatusAcknowledged)
+		wantAnswer(t, s, d, a, mdm.StatusAcknowledged)
 		wantNone(t, s, d)
 	})
 	t.Run("PerEnrollment", func(t *testing.T) {
@@ -214,8 +202,7 @@ func testQueueNotNow(t *testing.T, s storage.Store) {
 		Enroll(t, s, u)
 		cmd := NewCommand("A")
 		mustEnqueue(t, s, cmd, d.ID(), u.ID())
-		wantNext(t, s, d, cmd)
-		mustReport(t, s, d, cmd.CommandUUID, mdm.StatusNotNow)
+		wantAnswer(t, s, d, cmd, mdm.StatusNotNow)
 		wantNone(t, s, d)
 		// The user channel's copy is not deferred by the device's NotNow.
 		wantNext(t, s, u, cmd)
@@ -236,10 +223,8 @@ func testQueueIdle(t *testing.T, s storage.Store) {
 	mustEnqueue(t, s, a, d.ID())
 	mustEnqueue(t, s, b, d.ID())
 	mustIdle(t, s, d)
-	wantNext(t, s, d, a)
-	mustReport(t, s, d, a.CommandUUID, mdm.StatusIdle) // Idle with a UUID
-	wantNext(t, s, d, a)
-	mustReport(t, s, d, a.CommandUUID, mdm.StatusNotNow)
+	wantAnswer(t, s, d, a, mdm.StatusIdle) // Idle with a UUID
+	wantAnswer(t, s, d, a, mdm.StatusNotNow)
 	wantNext(t, s, d, b) // a deferred
 	mustIdle(t, s, d)
 	// The NotNow was not final: a is pending again, ahead of b.
@@ -316,8 +301,7 @@ func testQueuePerChannel(t *testing.T, s storage.Store) {
 	shared2 := NewCommand("Both")
 	mustEnqueue(t, s, shared2, ue.ID(), ueUser.ID())
 	for _, c := range all {
-		wantNext(t, s, c, cmds[c.ID()])
-		mustReport(t, s, c, cmds[c.ID()].CommandUUID, mdm.StatusAcknowledged)
+		wantAnswer(t, s, c, cmds[c.ID()], mdm.StatusAcknowledged)
 	}
 	wantNext(t, s, ue, shared2)
 	wantNext(t, s, ueUser, shared2)
@@ -351,8 +335,7 @@ func testEnqueueMultiTarget(t *testing.T, s storage.Store) {
 		}
 	}
 	for _, c := range []*Channel{d1, d2, u1} {
-		wantNext(t, s, c, cmd)
-		mustReport(t, s, c, cmd.CommandUUID, mdm.StatusAcknowledged)
+		wantAnswer(t, s, c, cmd, mdm.StatusAcknowledged)
 		wantNone(t, s, c) // queued once, though d1 was named twice
 	}
 	// The disabled enrollment got it too; it sees it once re-enabled.

@@ -516,6 +516,35 @@ func wantLastPageFull[T any](t testing.TB, what string, list func(storage.Page) 
 	}
 }
 
+// wantListing checks a listing on the suite's own five items, whose keys
+// share prefix and sort in the order given: in the largest pages they
+// appear together and in order; in pages of 2 from just before them (see
+// wantOwnPages); from the middle of them to the end of the listing, with a
+// last page exactly full; and a malformed cursor is ErrBadCursor. check
+// compares the i-th of them as listed with what the test stored.
+func wantListing[T any](t testing.TB, what string, list func(storage.Page) ([]T, string, error), key func(T) string, prefix string, keys []string, check func(i int, got *T)) {
+	t.Helper()
+	all := listPages(t, what, list, key, "", 0)
+	at := slices.IndexFunc(all, func(it T) bool { return key(it) == keys[0] })
+	if at < 0 || at+len(keys) > len(all) {
+		t.Fatalf("%s: %s not listed among %d", what, keys[0], len(all))
+	}
+	for i := range keys {
+		check(i, &all[at+i])
+	}
+	for i, got := range wantOwnPages(t, what, list, key, prefix, keys) {
+		check(i, &got)
+	}
+	rest := listPages(t, what, list, key, storage.EncodeCursor(keys[2]), 3)
+	if len(rest) < 2 || key(rest[0]) != keys[3] || key(rest[1]) != keys[4] {
+		t.Fatalf("%s after %s: does not start with %s, %s", what, keys[2], keys[3], keys[4])
+	}
+	wantLastPageFull(t, what, list, key, storage.EncodeCursor(keys[2]), rest)
+	if _, _, err := list(storage.Page{Cursor: "!!not a cursor!!", Limit: 2}); !errors.Is(err, storage.ErrBadCursor) {
+		t.Errorf("%s(bad cursor): %v, want ErrBadCursor", what, err)
+	}
+}
+
 // testSCEPChallengeList: challenges list in ID order, page by page.
 func testSCEPChallengeList(t *testing.T, s storage.Store) {
 	ctx := context.Background()
@@ -540,39 +569,10 @@ func testSCEPChallengeList(t *testing.T, s storage.Store) {
 	}
 	want[3].UsedAt = cert.IssuedAt
 
-	list := func(p storage.Page) ([]storage.SCEPChallenge, string, error) { return s.ListSCEPChallenges(ctx, p) }
-	key := func(c storage.SCEPChallenge) string { return c.ID }
-
-	// Everything, in the largest pages: ours appear, in order, together.
-	all := listPages(t, "ListSCEPChallenges", list, key, "", 0)
-	at := -1
-	for i := range all {
-		if all[i].ID == ids[0] {
-			at = i
-			break
-		}
-	}
-	if at < 0 || at+len(ids) > len(all) {
-		t.Fatalf("ListSCEPChallenges: %s not listed among %d", ids[0], len(all))
-	}
-	for i, c := range want {
-		wantSCEPChallenge(t, &all[at+i], c)
-	}
-
-	// Ours in pages of 2, from a cursor just before them.
-	for i, got := range wantOwnPages(t, "ListSCEPChallenges", list, key, prefix, ids) {
-		wantSCEPChallenge(t, &got, want[i])
-	}
-	// And from the middle of ours to the end of the listing.
-	rest := listPages(t, "ListSCEPChallenges", list, key, storage.EncodeCursor(ids[2]), 3)
-	if len(rest) < 2 || rest[0].ID != ids[3] || rest[1].ID != ids[4] {
-		t.Fatalf("ListSCEPChallenges after %s: does not start with %s, %s", ids[2], ids[3], ids[4])
-	}
-	wantLastPageFull(t, "ListSCEPChallenges", list, key, storage.EncodeCursor(ids[2]), rest)
-
-	if _, _, err := s.ListSCEPChallenges(ctx, storage.Page{Cursor: "!!not a cursor!!", Limit: 2}); !errors.Is(err, storage.ErrBadCursor) {
-		t.Errorf("ListSCEPChallenges(bad cursor): %v, want ErrBadCursor", err)
-	}
+	wantListing(t, "ListSCEPChallenges",
+		func(p storage.Page) ([]storage.SCEPChallenge, string, error) { return s.ListSCEPChallenges(ctx, p) },
+		func(c storage.SCEPChallenge) string { return c.ID },
+		prefix, ids, func(i int, got *storage.SCEPChallenge) { wantSCEPChallenge(t, got, want[i]) })
 }
 
 // testSCEPPurgeChallenges: a purge deletes the unused challenges that
@@ -924,34 +924,8 @@ func testSCEPCertList(t *testing.T, s storage.Store) {
 		t.Fatalf("cert %s: ChallengeID %q, want %q", want[2].Serial, want[2].ChallengeID, ch.ID)
 	}
 
-	list := func(p storage.Page) ([]storage.SCEPCert, string, error) { return s.ListSCEPCerts(ctx, p) }
-	key := func(c storage.SCEPCert) string { return c.Serial }
-
-	all := listPages(t, "ListSCEPCerts", list, key, "", 0)
-	at := -1
-	for i := range all {
-		if all[i].Serial == serials[0] {
-			at = i
-			break
-		}
-	}
-	if at < 0 || at+len(serials) > len(all) {
-		t.Fatalf("ListSCEPCerts: %s not listed among %d", serials[0], len(all))
-	}
-	for i, c := range want {
-		wantSCEPCert(t, &all[at+i], c)
-	}
-
-	for i, got := range wantOwnPages(t, "ListSCEPCerts", list, key, prefix, serials) {
-		wantSCEPCert(t, &got, want[i])
-	}
-	rest := listPages(t, "ListSCEPCerts", list, key, storage.EncodeCursor(serials[2]), 3)
-	if len(rest) < 2 || rest[0].Serial != serials[3] || rest[1].Serial != serials[4] {
-		t.Fatalf("ListSCEPCerts after %s: does not start with %s, %s", serials[2], serials[3], serials[4])
-	}
-	wantLastPageFull(t, "ListSCEPCerts", list, key, storage.EncodeCursor(serials[2]), rest)
-
-	if _, _, err := s.ListSCEPCerts(ctx, storage.Page{Cursor: "!!not a cursor!!", Limit: 2}); !errors.Is(err, storage.ErrBadCursor) {
-		t.Errorf("ListSCEPCerts(bad cursor): %v, want ErrBadCursor", err)
-	}
+	wantListing(t, "ListSCEPCerts",
+		func(p storage.Page) ([]storage.SCEPCert, string, error) { return s.ListSCEPCerts(ctx, p) },
+		func(c storage.SCEPCert) string { return c.Serial },
+		prefix, serials, func(i int, got *storage.SCEPCert) { wantSCEPCert(t, got, want[i]) })
 }

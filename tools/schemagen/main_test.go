@@ -131,12 +131,12 @@ func TestCheckinModel(t *testing.T) {
 // TestConvertKeysRejects checks that schema shapes the model cannot carry
 // fail loudly instead of producing wrong test data.
 func TestConvertKeysRejects(t *testing.T) {
-	for name, keys := range map[string][]yamlKey{
+	for name, keys := range map[string][]Key{
 		"unknown type":     {{Key: "A", Type: "<set>"}},
 		"unknown presence": {{Key: "A", Type: "<string>", Presence: "sometimes"}},
 		"no name":          {{Type: "<string>"}},
 		"duplicate":        {{Key: "A", Type: "<string>"}, {Key: "A", Type: "<data>"}},
-		"scalar subkeys":   {{Key: "A", Type: "<integer>", Subkeys: []yamlKey{{Key: "B", Type: "<string>"}}}},
+		"scalar subkeys":   {{Key: "A", Type: "<integer>", Subkeys: []Key{{Key: "B", Type: "<string>"}}}},
 	} {
 		if _, err := convertKeys(keys, "Test"); err == nil {
 			t.Errorf("%s: no error", name)
@@ -149,9 +149,9 @@ func TestConvertKeysRejects(t *testing.T) {
 func TestChannelsDefaults(t *testing.T) {
 	no := false
 	got := channels(map[string]yamlOSSupport{
-		"tvOS":    {Introduced: "10.2"},
-		"watchOS": {Introduced: "n/a", UserChannel: new(true)},
-		"macOS":   {Introduced: "10.7", DeviceChannel: &no, UserEnrollment: &yamlModeSpec{Mode: "allowed"}},
+		"tvOS":    {Platform: Platform{Introduced: "10.2"}},
+		"watchOS": {Platform: Platform{Introduced: "n/a"}, UserChannel: new(true)},
+		"macOS":   {Platform: Platform{Introduced: "10.7"}, DeviceChannel: &no, UserEnrollment: &yamlModeSpec{Mode: "allowed"}},
 	})
 	if want := []string{"Device"}; !slices.Equal(got, want) {
 		t.Errorf("channels = %q, want %q", got, want)

@@ -17,24 +17,21 @@ import (
 // yamlSchema is one file of Apple's device-management schemas: a check-in
 // message or a command. Only the parts PicoMDM uses are decoded; response
 // keys are ignored (they describe what a device answers, not what it is
-// sent or sends in the request).
+// sent or sends in the request). Its keys decode straight into the model's
+// Key, which convertKeys then checks and tidies.
 type yamlSchema struct {
 	Title   string `yaml:"title"`
 	Payload struct {
 		RequestType string                   `yaml:"requesttype"`
 		SupportedOS map[string]yamlOSSupport `yaml:"supportedOS"`
 	} `yaml:"payload"`
-	PayloadKeys []yamlKey `yaml:"payloadkeys"`
+	PayloadKeys []Key `yaml:"payloadkeys"`
 }
 
-// yamlOSSupport is one OS entry of a payload's supportedOS.
+// yamlOSSupport is one OS entry of a payload's supportedOS: the model's
+// Platform (but its OS, the entry's name) and the channel rules.
 type yamlOSSupport struct {
-	Introduced     string        `yaml:"introduced"`
-	Deprecated     string        `yaml:"deprecated"`
-	Removed        string        `yaml:"removed"`
-	AccessRights   string        `yaml:"accessrights"`
-	Supervised     bool          `yaml:"supervised"`
-	RequiresDEP    bool          `yaml:"requiresdep"`
+	Platform       `yaml:",inline"`
 	DeviceChannel  *bool         `yaml:"devicechannel"`
 	UserChannel    *bool         `yaml:"userchannel"`
 	SharedIPad     *yamlModeSpec `yaml:"sharedipad"`
@@ -46,21 +43,6 @@ type yamlModeSpec struct {
 	Mode          string `yaml:"mode"`
 	DeviceChannel *bool  `yaml:"devicechannel"`
 	UserChannel   *bool  `yaml:"userchannel"`
-}
-
-// yamlKey is one payload key, possibly with nested subkeys (the keys of a
-// dictionary, or the item type(s) of an array).
-type yamlKey struct {
-	Key        string    `yaml:"key"`
-	Title      string    `yaml:"title"`
-	Type       string    `yaml:"type"`
-	Presence   string    `yaml:"presence"`
-	Default    any       `yaml:"default"`
-	RangeList  []any     `yaml:"rangelist"`
-	Range      *Range    `yaml:"range"`
-	SubkeyType string    `yaml:"subkeytype"`
-	Content    string    `yaml:"content"`
-	Subkeys    []yamlKey `yaml:"subkeys"`
 }
 
 // Schema is the generator's model of one check-in message or command: its
@@ -86,46 +68,47 @@ type Schema struct {
 // Platform is one operating system that supports a message or command.
 type Platform struct {
 	// OS is Apple's OS name: iOS, macOS, tvOS, visionOS or watchOS.
-	OS string `json:"os"`
+	OS string `json:"os" yaml:"-"`
 	// Introduced is the first OS version that supports it.
-	Introduced string `json:"introduced"`
+	Introduced string `json:"introduced" yaml:"introduced"`
 	// Deprecated and Removed are OS versions, when Apple names them.
-	Deprecated string `json:"deprecated,omitempty"`
-	Removed    string `json:"removed,omitempty"`
+	Deprecated string `json:"deprecated,omitempty" yaml:"deprecated"`
+	Removed    string `json:"removed,omitempty" yaml:"removed"`
 	// Supervised says the device must be supervised.
-	Supervised bool `json:"supervised,omitempty"`
+	Supervised bool `json:"supervised,omitempty" yaml:"supervised"`
 	// RequiresDEP says the device must be enrolled through Automated
 	// Device Enrollment.
-	RequiresDEP bool `json:"requires_dep,omitempty"`
+	RequiresDEP bool `json:"requires_dep,omitempty" yaml:"requiresdep"`
 	// AccessRights names the MDM access right a command needs.
-	AccessRights string `json:"access_rights,omitempty"`
+	AccessRights string `json:"access_rights,omitempty" yaml:"accessrights"`
 }
 
-// Key is one typed payload key.
+// Key is one typed payload key, as the schemas spell it (yaml) and as the
+// generated JSON does.
 type Key struct {
 	// Key is the key's name. In an array's subkeys it names the item type;
 	// a name starting with "ANY" stands for any key.
-	Key string `json:"key"`
+	Key string `json:"key" yaml:"key"`
 	// Title is Apple's short title of the key, when it has one.
-	Title string `json:"title,omitempty"`
+	Title string `json:"title,omitempty" yaml:"title"`
 	// Type is the plist type: <string>, <data>, <boolean>, <integer>,
 	// <dictionary>, <array>, <date>, <real> or <any>.
-	Type string `json:"type"`
+	Type string `json:"type" yaml:"type"`
 	// Presence is required or optional (empty for array item types).
-	Presence string `json:"presence,omitempty"`
+	Presence string `json:"presence,omitempty" yaml:"presence"`
 	// Default is the value a device assumes when the key is absent.
-	Default any `json:"default,omitempty"`
+	Default any `json:"default,omitempty" yaml:"default"`
 	// RangeList lists the allowed values, when the key is an enumeration.
-	RangeList []any `json:"rangelist,omitempty"`
+	RangeList []any `json:"rangelist,omitempty" yaml:"rangelist"`
 	// Range bounds a numeric key.
-	Range *Range `json:"range,omitempty"`
+	Range *Range `json:"range,omitempty" yaml:"range"`
 	// SubkeyType names a dictionary's shape, when Apple names it.
-	SubkeyType string `json:"subkey_type,omitempty"`
+	SubkeyType string `json:"subkey_type,omitempty" yaml:"subkeytype"`
 	// Content is Apple's description of the key.
-	Content string `json:"content,omitempty"`
+	Content string `json:"content,omitempty" yaml:"content"`
 	// Subkeys are a dictionary's keys, an array's item type(s), or, for a
 	// <string>, the names it may take (DeviceInformation's queries).
-	Subkeys []Key `json:"subkeys,omitempty"`
+	Subkeys []Key `json:"subkeys,omitempty" yaml:"subkeys"`
 }
 
 // Range bounds a numeric key.
@@ -201,8 +184,9 @@ func loadFile(file string) (Schema, error) {
 	}, nil
 }
 
-// convertKeys validates keys and turns them into the model, sorted by name.
-func convertKeys(in []yamlKey, path string) ([]Key, error) {
+// convertKeys validates keys as decoded and returns them tidied (titles
+// and descriptions trimmed, no empty subkey lists), sorted by name.
+func convertKeys(in []Key, path string) ([]Key, error) {
 	out := make([]Key, 0, len(in))
 	for _, k := range in {
 		p := path + "." + k.Key
@@ -228,18 +212,8 @@ func convertKeys(in []yamlKey, path string) ([]Key, error) {
 		if len(subkeys) == 0 {
 			subkeys = nil
 		}
-		out = append(out, Key{
-			Key:        k.Key,
-			Title:      strings.TrimSpace(k.Title),
-			Type:       k.Type,
-			Presence:   k.Presence,
-			Default:    k.Default,
-			RangeList:  k.RangeList,
-			Range:      k.Range,
-			SubkeyType: k.SubkeyType,
-			Content:    strings.TrimSpace(k.Content),
-			Subkeys:    subkeys,
-		})
+		k.Title, k.Content, k.Subkeys = strings.TrimSpace(k.Title), strings.TrimSpace(k.Content), subkeys
+		out = append(out, k)
 	}
 	slices.SortStableFunc(out, func(a, b Key) int { return strings.Compare(a.Key, b.Key) })
 	for i := 1; i < len(out); i++ {
@@ -308,15 +282,9 @@ func platforms(supported map[string]yamlOSSupport) []Platform {
 		if !available(s) {
 			continue
 		}
-		out = append(out, Platform{
-			OS:           name,
-			Introduced:   s.Introduced,
-			Deprecated:   s.Deprecated,
-			Removed:      s.Removed,
-			Supervised:   s.Supervised,
-			RequiresDEP:  s.RequiresDEP,
-			AccessRights: s.AccessRights,
-		})
+		p := s.Platform
+		p.OS = name
+		out = append(out, p)
 	}
 	slices.SortFunc(out, func(a, b Platform) int { return strings.Compare(a.OS, b.OS) })
 	return out
@@ -324,30 +292,23 @@ func platforms(supported map[string]yamlOSSupport) []Platform {
 
 // checkinFile is the layout of checkin_schemas.json.
 type checkinFile struct {
-	Comment  string          `json:"comment"`
-	Messages []checkinSchema `json:"messages"`
-}
-
-// checkinSchema is one check-in message in checkin_schemas.json.
-type checkinSchema struct {
-	Title       string     `json:"title"`
-	MessageType string     `json:"message_type"`
-	File        string     `json:"file"`
-	Channels    []string   `json:"channels"`
-	Platforms   []Platform `json:"platforms"`
-	PayloadKeys []Key      `json:"payload_keys"`
+	Comment  string       `json:"comment"`
+	Messages []schemaJSON `json:"messages"`
 }
 
 // commandFile is the layout of command_schemas.json.
 type commandFile struct {
-	Comment  string          `json:"comment"`
-	Commands []commandSchema `json:"commands"`
+	Comment  string       `json:"comment"`
+	Commands []schemaJSON `json:"commands"`
 }
 
-// commandSchema is one command in command_schemas.json.
-type commandSchema struct {
+// schemaJSON is one message or command in the output files: the check-in
+// file names its request type message_type, the command file
+// request_type, and leaves the other out.
+type schemaJSON struct {
 	Title       string     `json:"title"`
-	RequestType string     `json:"request_type"`
+	MessageType string     `json:"message_type,omitempty"`
+	RequestType string     `json:"request_type,omitempty"`
 	File        string     `json:"file"`
 	Channels    []string   `json:"channels"`
 	Platforms   []Platform `json:"platforms"`
@@ -375,15 +336,13 @@ func render(schemaDir string) (map[string][]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	cf := checkinFile{Comment: fmt.Sprintf(generatedComment, "mdm/checkin"), Messages: []checkinSchema{}}
+	cf := checkinFile{Comment: fmt.Sprintf(generatedComment, "mdm/checkin"), Messages: []schemaJSON{}}
 	for _, s := range checkins {
 		o := s.output()
-		cf.Messages = append(cf.Messages, checkinSchema{
-			Title: o.Title, MessageType: o.RequestType, File: o.File,
-			Channels: o.Channels, Platforms: o.Platforms, PayloadKeys: o.PayloadKeys,
-		})
+		o.MessageType, o.RequestType = o.RequestType, ""
+		cf.Messages = append(cf.Messages, o)
 	}
-	mf := commandFile{Comment: fmt.Sprintf(generatedComment, "mdm/commands"), Commands: []commandSchema{}}
+	mf := commandFile{Comment: fmt.Sprintf(generatedComment, "mdm/commands"), Commands: []schemaJSON{}}
 	for _, s := range commands {
 		mf.Commands = append(mf.Commands, s.output())
 	}
@@ -402,14 +361,14 @@ func render(schemaDir string) (map[string][]byte, error) {
 	return out, nil
 }
 
-// output converts the model to the JSON layout (shared by both files; the
+// output converts the model to the command file's JSON layout (the
 // check-in file only renames request_type to message_type).
-func (s Schema) output() commandSchema {
+func (s Schema) output() schemaJSON {
 	keys := s.PayloadKeys
 	if keys == nil {
 		keys = []Key{}
 	}
-	return commandSchema{
+	return schemaJSON{
 		Title:       s.Title,
 		RequestType: s.RequestType,
 		File:        s.File,

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/picomdm/picomdm/test/wait"
 )
 
 func TestParseConfigEnvironment(t *testing.T) {
@@ -76,13 +78,11 @@ func TestVersionFlag(t *testing.T) {
 	}
 }
 
-// TestGracefulShutdown: cancelling the context (SIGTERM in main) stops the
-// server, letting an in-flight request finish.
-func TestGracefulShutdown(t *testing.T) {
-	a, err := New([]string{"-disable-mdm", "-api", "k", "-storage", "inmem"}, nil, io.Discard, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
+// serveApp runs a.Serve on a loopback listener. It returns the server's
+// base URL and stop, which cancels Serve's context and returns Serve's
+// error once it has returned.
+func serveApp(t *testing.T, a *App) (baseURL string, stop func() error) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -90,26 +90,43 @@ func TestGracefulShutdown(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Serve(ctx, ln) }()
-	url := "http://" + ln.Addr().String() + "/version"
-	var resp *http.Response
-	for i := 0; i < 50; i++ {
-		if resp, err = http.Get(url); err == nil {
-			break
+	return "http://" + ln.Addr().String(), func() error {
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(10 * time.Second):
+			t.Fatal("server did not shut down")
+			return nil
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// getWhenUp GETs url until it answers: a listener Serve opens itself may
+// not be listening yet.
+func getWhenUp(t *testing.T, url string) *http.Response {
+	t.Helper()
+	var resp *http.Response
+	wait.Until(t, 10*time.Second, "GET "+url+" to answer", func() bool {
+		var err error
+		resp, err = http.Get(url)
+		return err == nil
+	})
+	return resp
+}
+
+// TestGracefulShutdown: cancelling the context (SIGTERM in main) stops the
+// server, letting an in-flight request finish.
+func TestGracefulShutdown(t *testing.T) {
+	a, err := New([]string{"-disable-mdm", "-api", "k", "-storage", "inmem"}, nil, io.Discard, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp.Body.Close()
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Serve after shutdown: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("server did not shut down")
+	baseURL, stop := serveApp(t, a)
+	url := baseURL + "/version"
+	getWhenUp(t, url).Body.Close()
+	if err := stop(); err != nil {
+		t.Fatalf("Serve after shutdown: %v", err)
 	}
 	if _, err := http.Get(url); err == nil {
 		t.Fatal("server still answering after shutdown")
@@ -142,24 +159,9 @@ func TestMetricsListen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Serve(ctx, ln) }()
-	defer func() { cancel(); <-done }()
-	var resp *http.Response
-	for i := 0; i < 100; i++ {
-		if resp, err = http.Get("http://" + addr + "/metrics"); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, stop := serveApp(t, a)
+	defer stop()
+	resp := getWhenUp(t, "http://"+addr+"/metrics")
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "picomdm_build_info") {

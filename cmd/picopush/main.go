@@ -26,7 +26,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/picomdm/picomdm/internal/pemkey"
+	"github.com/picomdm/picomdm/mdm/pemkey"
 	"github.com/picomdm/picomdm/push/certrequest"
 )
 

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	picohttp "github.com/picomdm/picomdm/http"
-	"github.com/picomdm/picomdm/internal/pemkey"
+	"github.com/picomdm/picomdm/mdm/pemkey"
 	"github.com/picomdm/picomdm/push/certwatch"
 	"github.com/picomdm/picomdm/service"
 	"github.com/picomdm/picomdm/storage"

@@ -9,7 +9,7 @@ import (
 
 	"github.com/smallstep/pkcs7"
 
-	"github.com/picomdm/picomdm/internal/pemkey"
+	"github.com/picomdm/picomdm/mdm/pemkey"
 )
 
 // Sign wraps profile in CMS SignedData with the content attached, signed

@@ -14,7 +14,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/picomdm/picomdm/internal/pemkey"
+	"github.com/picomdm/picomdm/mdm/pemkey"
 )
 
 // CA issues device identity certificates, standing in for the SCEP or ACME

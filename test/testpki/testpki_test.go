@@ -9,7 +9,7 @@ import (
 
 	"github.com/smallstep/pkcs7"
 
-	"github.com/picomdm/picomdm/internal/pemkey"
+	"github.com/picomdm/picomdm/mdm/pemkey"
 	"github.com/picomdm/picomdm/test/testpki"
 )
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -87,9 +88,9 @@ func CommandRoutes(store storage.CommandEnqueuer, pusher push.Pusher, logger *sl
 		opts:     newOptions(opts),
 	}
 	return map[string]http.Handler{
-		RouteCommands:       h.only(h.post, http.MethodPost),
-		RouteCommandSchemas: h.only(h.schemas, http.MethodGet, http.MethodHead),
-		RouteCommandSchema:  h.only(h.schema, http.MethodGet, http.MethodHead),
+		RouteCommands:       only(h.logger, h.post, http.MethodPost),
+		RouteCommandSchemas: only(h.logger, h.schemas, http.MethodGet, http.MethodHead),
+		RouteCommandSchema:  only(h.logger, h.schema, http.MethodGet, http.MethodHead),
 	}
 }
 
@@ -98,17 +99,15 @@ type commandsAPI struct {
 	opts *options
 }
 
-// only passes requests with one of methods to serve and answers 405 to
-// others.
-func (h *commandsAPI) only(serve http.HandlerFunc, methods ...string) http.Handler {
+// only passes requests with one of methods to serve and answers 405 (with
+// an Allow header and a JSON error) to others.
+func only(logger *slog.Logger, serve http.HandlerFunc, methods ...string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		for _, m := range methods {
-			if r.Method == m {
-				serve(w, r)
-				return
-			}
+		if slices.Contains(methods, r.Method) {
+			serve(w, r)
+			return
 		}
-		methodNotAllowed(w, r, h.logger, methods)
+		methodNotAllowed(w, r, logger, methods)
 	})
 }
 

@@ -68,29 +68,15 @@ func WebhookEventRoutes(store WebhookEventStore, logger *slog.Logger) map[string
 	}
 	h := &webhookEvents{store: store, logger: orDefault(logger)}
 	return map[string]http.Handler{
-		RouteWebhookEvents:         h.only(h.list, http.MethodGet, http.MethodHead),
-		RouteWebhookEvent:          h.only(h.drop, http.MethodDelete),
-		RouteWebhookEventRedeliver: h.only(h.redeliver, http.MethodPost),
+		RouteWebhookEvents:         only(h.logger, h.list, http.MethodGet, http.MethodHead),
+		RouteWebhookEvent:          only(h.logger, h.drop, http.MethodDelete),
+		RouteWebhookEventRedeliver: only(h.logger, h.redeliver, http.MethodPost),
 	}
 }
 
 type webhookEvents struct {
 	store  WebhookEventStore
 	logger *slog.Logger
-}
-
-// only passes requests with one of methods to serve and answers 405 to
-// others.
-func (h *webhookEvents) only(serve http.HandlerFunc, methods ...string) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		for _, m := range methods {
-			if r.Method == m {
-				serve(w, r)
-				return
-			}
-		}
-		methodNotAllowed(w, r, h.logger, methods)
-	})
 }
 
 func (h *webhookEvents) list(w http.ResponseWriter, r *http.Request) {
